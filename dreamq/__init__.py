@@ -1,0 +1,1 @@
+"""The dreamq command line."""

@@ -1,0 +1,123 @@
+"""`dreamq`: dream locally, run the service, talk to it.
+
+Heavy imports (Keras) happen inside the commands that need them, so that
+`dreamq --help` and the client commands start instantly.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from shared.models import MODELS
+
+SAMPLE = Path(__file__).parent / "samples" / "astronaut.jpg"
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def param_options(f):
+    """The dream parameters, shared by `dream` and `submit`; unset ones take the model's defaults."""
+    options = [
+        click.option("--model", type=click.Choice(list(MODELS)), default=None, help="Network [inception_v3]."),
+        click.option("--preset", default=None, help="Named set of parameters of the model."),
+        click.option("--layers", default=None, help="Layers and weights, e.g. mixed4=1.0,mixed5=1.5."),
+        click.option("--step", default=None, help="Gradient ascent step [0.01 for inception_v3]."),
+        click.option("--octaves", default=None, help="Number of scales [3]."),
+        click.option("--octave-scale", default=None, help="Size ratio between octaves [1.4]."),
+        click.option("--iterations", default=None, help="Ascent steps per octave [20]."),
+        click.option("--max-loss", default=None, help="Stop an octave once the loss exceeds this, or 'none' [15]."),
+        click.option("--max-side", default=None, help="Downscale so the longer side is at most this."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+PARAM_NAMES = ("model", "preset", "layers", "step", "octaves", "octave_scale", "iterations", "max_loss", "max_side")
+
+
+def collect_params(kwargs: dict) -> dict:
+    return {k: kwargs[k] for k in PARAM_NAMES if kwargs.get(k) is not None}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """dreamq: Deep Dream at scale."""
+
+
+@main.command()
+@click.argument("input", type=click.Path(dir_okay=False, path_type=Path), default=SAMPLE)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write [INPUT_dream.png].")
+@click.option("--weights", default=None,
+              help="imagenet | random | PATH; default $DREAMQ_<MODEL>_WEIGHTS or imagenet (bundled for vgg16_hed).")
+@param_options
+def dream(input: Path, output: Path | None, weights: str | None, **kwargs) -> None:
+    """Dream on INPUT (default: a bundled sample photo) and write a PNG."""
+    from shared.images import ImageError, check_size, decode_image, encode_png
+    from shared.params import ParamsError, parse_params
+
+    try:
+        params = parse_params(collect_params(kwargs))
+    except ParamsError as exc:
+        _fail(f"invalid parameters: {exc}")
+    if not input.is_file():
+        _fail(f"no such file: {input}")
+    try:
+        image = decode_image(input.read_bytes(), max_side=params.max_side)
+        check_size(image.shape[0], image.shape[1], params)
+    except ImageError as exc:
+        _fail(f"{input}: {exc}")
+    output = output or input.with_name(f"{input.stem}_dream.png")
+
+    _quiet_tensorflow()
+    from tqdm import tqdm
+
+    from worker.dream import Dreamer
+    from worker.models import WeightsUnavailable, load_model
+
+    try:
+        model = load_model(params.model, weights)
+    except WeightsUnavailable as exc:
+        _fail(str(exc))
+    dreamer = Dreamer(model)
+    total = params.octaves * params.iterations
+    with tqdm(total=total, unit="step", desc="octave 1", dynamic_ncols=True) as bar:
+        def on_progress(p):
+            bar.set_description(f"octave {p.octave + 1}/{p.octaves}")
+            bar.set_postfix(loss=f"{p.loss:.2f}")
+            bar.n = p.octave * p.steps + p.step + 1
+            bar.refresh()
+
+        result = dreamer.dream(image, params, on_progress=on_progress)
+        bar.n = total
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(encode_png(result))
+    click.echo(f"wrote {output} ({result.shape[1]}x{result.shape[0]})")
+
+
+@main.command()
+def weights() -> None:
+    """Download and cache the ImageNet weights of InceptionV3 (needs internet once)."""
+    _quiet_tensorflow()
+    from worker.models import WeightsUnavailable, fetch_imagenet_weights
+
+    try:
+        where = fetch_imagenet_weights()
+    except WeightsUnavailable as exc:
+        _fail(str(exc))
+    click.echo(f"InceptionV3 ImageNet weights are cached in {where}")
+
+
+if __name__ == "__main__":
+    main()

