@@ -119,5 +119,31 @@ def weights() -> None:
     click.echo(f"InceptionV3 ImageNet weights are cached in {where}")
 
 
+@main.command()
+@click.option("--gpus", default=None, help="Comma-separated GPU ids: one worker process per GPU (e.g. 0,1).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(gpus: str | None, loglevel: str) -> None:
+    """Run a worker (needs DREAMQ_REDIS_URL; `dreamq up` sets everything up)."""
+    _quiet_tensorflow()
+    from shared.settings import get_settings
+    from worker.main import run_worker, spawn_workers, wait_all
+
+    settings = get_settings()
+    if not settings.redis_url:
+        _fail("DREAMQ_REDIS_URL is not set: start the whole service with `dreamq up`, or point it at Redis")
+    if gpus:
+        sys.exit(wait_all(spawn_workers([g.strip() for g in gpus.split(",") if g.strip()])))
+    run_worker(settings, device=os.environ.get("DREAMQ_DEVICE", "cpu"), loglevel=loglevel)
+
+
+def _register_commands() -> None:
+    from dreamq.client import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register_commands()
+
 if __name__ == "__main__":
     main()

@@ -43,6 +43,8 @@ class Progress:
 
 def dream_loss(features, coeffs):
     """Σ coeff · Σ(activation², border of 2 cropped) / activation size, as in the seed."""
+    if not isinstance(features, (list, tuple)):
+        features = [features]  # a one-layer extractor returns a bare tensor
     loss = ops.zeros(())
     for i, activation in enumerate(features):
         scaling = ops.cast(ops.size(activation), "float32")

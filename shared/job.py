@@ -1,0 +1,292 @@
+"""The job record in Redis: the single source of truth for a job's state.
+
+Celery only carries ``(job_id, dispatch token)``; what a job is, where it
+stands and where its pictures are lives here.  Every state change is one Lua
+script, so the web and a worker can never overwrite each other (e.g. a cancel
+racing completion), and a stale or duplicate delivery can never run a job.
+
+States: queued -> running -> succeeded | failed | canceled (and queued -> canceled).
+A running job whose worker is lost goes back to queued with a new dispatch
+token, until ``max_attempts`` starts, then fails with ``worker_lost``.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+PREFIX = "dreamq"
+JOBS = f"{PREFIX}:jobs"  # zset id -> created_at (listing, expiry)
+QUEUED = f"{PREFIX}:queued"  # zset id -> enqueued_at (position, depth)
+RUNNING = f"{PREFIX}:running"  # zset id -> started_at (lost-worker detection)
+
+QUEUED_S, RUNNING_S, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
+FINISHED = (SUCCEEDED, FAILED, CANCELED)
+JSON_FIELDS = ("params", "progress", "error", "metrics")
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def is_job_id(value: str) -> bool:
+    """Only canonical UUID4 strings are job ids (anything else is a 404, never a path)."""
+    try:
+        return len(value) == 36 and str(uuid.UUID(value, version=4)) == value
+    except (ValueError, AttributeError, TypeError):
+        return False
+
+
+@dataclass
+class Job:
+    id: str
+    status: str
+    params: dict[str, Any]
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    enqueued_at: float | None = None
+    attempts: int = 0
+    worker: str | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, str] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    input_url: str | None = None
+    preview_url: str | None = None
+    result_url: str | None = None
+    dispatch: str | None = None
+    cancel_requested: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @classmethod
+    def from_redis(cls, raw: dict[bytes, bytes]) -> "Job":
+        d = {k.decode(): v.decode() for k, v in raw.items()}
+        floats = ("created_at", "started_at", "finished_at", "enqueued_at")
+        kw: dict[str, Any] = {}
+        for name in cls.__dataclass_fields__:
+            if name not in d or d[name] == "":
+                continue
+            value: Any = d[name]
+            if name in JSON_FIELDS:
+                value = json.loads(value)
+            elif name in floats:
+                value = float(value)
+            elif name == "attempts":
+                value = int(value)
+            elif name == "cancel_requested":
+                value = value == "1"
+            kw[name] = value
+        kw.setdefault("params", {})
+        return cls(**kw)
+
+    def public(self) -> dict[str, Any]:
+        """The job as clients see it (the web adds links and queue position)."""
+        progress = {"fraction": 0.0, "octave": None, "octaves": self.params.get("octaves"), "step": None,
+                    "steps": self.params.get("iterations"), "loss": None, "eta_s": None}
+        progress.update(self.progress)
+        if self.status == SUCCEEDED:
+            progress["fraction"] = 1.0
+            progress["eta_s"] = 0.0
+        return {
+            "id": self.id, "status": self.status, "progress": progress, "params": self.params,
+            "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at), "attempts": self.attempts, "worker": self.worker,
+            "error": self.error, "metrics": {"queue_s": self.metrics.get("queue_s"), "run_s": self.metrics.get("run_s")},
+        }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+# -- atomic transitions --------------------------------------------------------
+# KEYS[1] = job hash.  Each returns the status the job had (and "ok" when it acted).
+
+_START = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return 'missing' end
+if s ~= 'queued' or redis.call('HGET', KEYS[1], 'dispatch') ~= ARGV[1] then return s end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'started_at', ARGV[3],
+           'progress', '{}', 'cancel_requested', '')
+redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 'ok'
+"""
+
+_FINISH = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return 'missing' end
+if s ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return s end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 'ok'
+"""
+
+_UPDATE_RUNNING = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if s ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return s or 'missing' end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 'ok'
+"""
+
+_CANCEL = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return 'missing' end
+if s == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[1],
+             'error', '{"code": "canceled", "message": "canceled before it started"}')
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return 'canceled'
+end
+if s == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
+return s
+"""
+
+_REQUEUE = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then redis.call('ZREM', KEYS[3], ARGV[5]) return 'missing' end
+if s ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return s end
+redis.call('ZREM', KEYS[3], ARGV[5])
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+if attempts >= tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[3], 'error', ARGV[6])
+  return 'failed'
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'dispatch', ARGV[2], 'worker', '', 'enqueued_at', ARGV[3],
+           'progress', '{}')
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
+return 'queued'
+"""
+
+
+class JobQueueState:
+    """Operations on job records; one instance per Redis connection."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int = 7 * 24 * 3600):
+        self.r = client
+        self.ttl_s = ttl_s
+        self._start = client.register_script(_START)
+        self._finish = client.register_script(_FINISH)
+        self._update = client.register_script(_UPDATE_RUNNING)
+        self._cancel = client.register_script(_CANCEL)
+        self._requeue = client.register_script(_REQUEUE)
+
+    # web side
+    def create(self, params: dict[str, Any], job_id: str | None = None) -> Job:
+        now = time.time()
+        job = Job(id=job_id or str(uuid.uuid4()), status=QUEUED_S, params=params, created_at=now,
+                  enqueued_at=now, dispatch=uuid.uuid4().hex)
+        return job
+
+    def save_new(self, job: Job) -> None:
+        """Write a new queued job record and its index entries in one transaction."""
+        mapping = {"id": job.id, "status": job.status, "params": json.dumps(job.params), "created_at": job.created_at,
+                   "enqueued_at": job.enqueued_at, "attempts": 0, "dispatch": job.dispatch,
+                   "input_url": job.input_url or "", "progress": "{}", "metrics": "{}"}
+        with self.r.pipeline() as p:
+            p.hset(job_key(job.id), mapping=mapping)
+            p.expire(job_key(job.id), self.ttl_s)
+            p.zadd(JOBS, {job.id: job.created_at})
+            p.zadd(QUEUED, {job.id: job.enqueued_at})
+            p.execute()
+
+    def get(self, job_id: str) -> Job | None:
+        if not is_job_id(job_id):
+            return None
+        raw = self.r.hgetall(job_key(job_id))
+        return Job.from_redis(raw) if raw else None
+
+    def cancel(self, job_id: str) -> str:
+        """``canceled`` (was queued), ``running`` (asked to stop), a finished state, or ``missing``."""
+        return self._cancel(keys=[job_key(job_id), QUEUED], args=[time.time(), job_id]).decode()
+
+    def queue_position(self, job_id: str) -> int | None:
+        rank = self.r.zrank(QUEUED, job_id)
+        return None if rank is None else rank + 1
+
+    def queue_depth(self) -> int:
+        return self.r.zcard(QUEUED)
+
+    def list(self, limit: int = 20, before: float | None = None) -> list[Job]:
+        """Newest first; ``before`` is the created_at of the last job of the previous page."""
+        hi = f"({before}" if before is not None else "+inf"
+        ids = self.r.zrevrangebyscore(JOBS, hi, "-inf", start=0, num=limit)
+        jobs = []
+        for raw_id in ids:
+            job = self.get(raw_id.decode())
+            if job is None:
+                self.r.zrem(JOBS, raw_id)  # expired record
+            else:
+                jobs.append(job)
+        return jobs
+
+    # worker side
+    def start(self, job_id: str, dispatch: str, worker: str) -> str:
+        return self._start(keys=[job_key(job_id), QUEUED, RUNNING],
+                           args=[dispatch, worker, time.time(), job_id]).decode()
+
+    def update(self, job_id: str, worker: str, **fields: Any) -> str:
+        args: list[Any] = [worker]
+        for k, v in fields.items():
+            args += [k, json.dumps(v) if k in JSON_FIELDS else ("" if v is None else v)]
+        return self._update(keys=[job_key(job_id)], args=args).decode()
+
+    def finish(self, job_id: str, worker: str, status: str, error: dict | None = None, **fields: Any) -> str:
+        job = self.get(job_id)
+        now = time.time()
+        metrics = {}
+        if job is not None and job.started_at:
+            metrics = {"queue_s": round(job.started_at - (job.enqueued_at or job.created_at), 4),
+                       "run_s": round(now - job.started_at, 4)}
+        args: list[Any] = [worker, job_id, "status", status, "finished_at", now, "metrics", json.dumps(metrics),
+                           "error", json.dumps(error) if error else ""]
+        for k, v in fields.items():
+            args += [k, json.dumps(v) if k in JSON_FIELDS else v]
+        result = self._finish(keys=[job_key(job_id), RUNNING], args=args).decode()
+        if result == "ok":
+            self.r.expire(job_key(job_id), self.ttl_s)
+        return result
+
+    def requeue_lost(self, job_id: str, worker: str, max_attempts: int) -> tuple[str, str]:
+        """Put a job whose worker died back in the queue; returns (outcome, new dispatch token)."""
+        token = uuid.uuid4().hex
+        error = json.dumps({"code": "worker_lost",
+                            "message": f"the worker running this job was lost {max_attempts} times; giving up"})
+        outcome = self._requeue(keys=[job_key(job_id), QUEUED, RUNNING],
+                                args=[worker, token, time.time(), max_attempts, job_id, error]).decode()
+        return outcome, token
+
+    def running(self) -> list[tuple[str, str | None]]:
+        """(job id, worker) of every job marked running."""
+        out = []
+        for raw_id in self.r.zrange(RUNNING, 0, -1):
+            job_id = raw_id.decode()
+            worker = self.r.hget(job_key(job_id), "worker")
+            out.append((job_id, worker.decode() if worker else None))
+        return out
+
+    def queued_ids(self) -> list[str]:
+        return [i.decode() for i in self.r.zrange(QUEUED, 0, -1)]
+
+    def expired(self, now: float | None = None) -> list[str]:
+        """Ids past their TTL (to delete their files): the record itself expires in Redis."""
+        cutoff = (now or time.time()) - self.ttl_s
+        return [i.decode() for i in self.r.zrangebyscore(JOBS, "-inf", cutoff)]
+
+    def forget(self, job_id: str) -> None:
+        with self.r.pipeline() as p:
+            p.delete(job_key(job_id))
+            p.zrem(JOBS, job_id)
+            p.zrem(QUEUED, job_id)
+            p.zrem(RUNNING, job_id)
+            p.execute()

@@ -1,0 +1,50 @@
+"""The Celery app both sides share: configuration and how a job is enqueued.
+
+The web only *sends* by task name (it never imports the worker or Keras);
+the worker registers the task in ``worker/tasks.py``.  Messages carry a job
+id and a dispatch token, never image bytes.
+"""
+from __future__ import annotations
+
+from celery import Celery
+
+from .settings import Settings, get_settings
+
+TASK = "dreamq.dream"
+QUEUE = "dreamq"
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    if not settings.redis_url:
+        raise RuntimeError("DREAMQ_REDIS_URL is not set: run `dreamq up`, or point it at a Redis server")
+    app = Celery("dreamq", broker=settings.redis_url, set_as_current=False)
+    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    app.conf.update(
+        # JSON only: a pickle message is refused, so no one can run code through the queue.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        # Our job record holds results and state; Celery keeps none.
+        task_ignore_result=True,
+        result_backend=None,
+        # Long GPU jobs: acknowledge after the job, take one at a time, and
+        # let Redis redeliver only after the longest job could have finished.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        task_time_limit=settings.job_time_limit_s + 60,
+        task_soft_time_limit=settings.job_time_limit_s,
+        task_default_queue=QUEUE,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+def enqueue(app: Celery, job_id: str, dispatch: str) -> None:
+    app.send_task(TASK, args=[job_id, dispatch], queue=QUEUE)

@@ -1,0 +1,60 @@
+"""Settings from the environment (``DREAMQ_*``), one object for web, worker and CLI."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+from pydantic import field_validator
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DREAMQ_", extra="ignore")
+
+    # Where things live.
+    redis_url: str | None = None  # none: `dreamq up` starts an embedded Redis
+    data_dir: Path = Path("data")
+    store_url: str | None = None  # default: file://<data_dir>/store; s3://bucket/prefix for many hosts
+
+    # Jobs.
+    job_ttl_s: int = Field(7 * 24 * 3600, ge=60)  # records and their files expire after this
+    job_time_limit_s: int = Field(3600, ge=1)  # a running job fails with `timeout` past this
+    max_attempts: int = Field(3, ge=1)  # deliveries before a job fails with `worker_lost`
+    max_queued: int = Field(1000, ge=1)  # above this, submissions get 503
+    progress_interval_s: float = Field(0.25, ge=0)  # at most 4 progress writes per second
+
+    # Workers.
+    models: Annotated[list[str], NoDecode] = ["inception_v3", "vgg16_hed"]
+    heartbeat_s: float = Field(2.0, gt=0)
+    heartbeat_ttl_s: float = Field(8.0, gt=0)  # a worker silent this long is lost; its job runs again
+    intra_op_threads: int = Field(0, ge=0)  # 0: the framework decides
+    inter_op_threads: int = Field(0, ge=0)
+
+    # Web.
+    max_content_length: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    api_tokens: Annotated[list[str], NoDecode] = []
+    rate_limit_per_minute: int = Field(0, ge=0)  # submissions per client per minute; 0: off
+
+    @field_validator("models", "api_tokens", mode="before")
+    @classmethod
+    def _comma_list(cls, v):
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @property
+    def store(self) -> str:
+        return self.store_url or f"file://{self.data_dir.resolve() / 'store'}"
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        # Longer than the longest job, so Redis never hands a running job to a second worker.
+        return self.job_time_limit_s + 600
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
