@@ -136,6 +136,19 @@ def worker(gpus: str | None, loglevel: str) -> None:
     run_worker(settings, device=os.environ.get("DREAMQ_DEVICE", "cpu"), loglevel=loglevel)
 
 
+@main.command(name="up")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(0, 64), help="Worker processes.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Store, embedded Redis and logs [$DREAMQ_DATA_DIR or ./data].")
+def up_command(host: str, port: int, workers: int, data_dir: Path | None) -> None:
+    """Run the whole service: embedded Redis (unless DREAMQ_REDIS_URL), web, workers."""
+    from dreamq.up import up
+
+    sys.exit(up(host, port, workers, data_dir))
+
+
 def _register_commands() -> None:
     from dreamq.client import COMMANDS
 

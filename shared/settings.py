@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None  # none: `dreamq up` starts an embedded Redis
     data_dir: Path = Path("data")
     store_url: str | None = None  # default: file://<data_dir>/store; s3://bucket/prefix for many hosts
+    s3_endpoint_url: str | None = None  # an S3-compatible server (MinIO, Ceph) instead of AWS
 
     # Jobs.
     job_ttl_s: int = Field(7 * 24 * 3600, ge=60)  # records and their files expire after this
@@ -37,6 +38,8 @@ class Settings(BaseSettings):
     max_pixels: int = 40_000_000
     api_tokens: Annotated[list[str], NoDecode] = []
     rate_limit_per_minute: int = Field(0, ge=0)  # submissions per client per minute; 0: off
+    proxy_hops: int = Field(0, ge=0)  # reverse proxies in front of the web to trust X-Forwarded-* from
+    events_max_s: float = Field(300.0, gt=0)  # an SSE stream ends after this; EventSource reconnects
 
     @field_validator("models", "api_tokens", mode="before")
     @classmethod

@@ -17,6 +17,14 @@ class StoreError(RuntimeError):
     """The store could not be written or read (disk full, permissions, bucket gone)."""
 
 
+def open_store(settings) -> "Store":
+    """The store the settings name (``DREAMQ_STORE_URL``, ``DREAMQ_S3_ENDPOINT_URL``)."""
+    options = {}
+    if settings.s3_endpoint_url and settings.store.startswith("s3://"):
+        options["endpoint_url"] = settings.s3_endpoint_url
+    return Store(settings.store, **options)
+
+
 class Store:
     def __init__(self, url: str, **storage_options):
         self.url = url.rstrip("/")

@@ -70,7 +70,7 @@ class Service:
         from shared.job import JobQueueState
         from shared.queue import make_celery
         from shared.settings import Settings
-        from shared.store import Store
+        from shared.store import open_store
 
         self.env = {**os.environ, "DREAMQ_REDIS_URL": redis_url, "DREAMQ_DATA_DIR": str(data_dir),
                     "DREAMQ_MODELS": "vgg16_hed,inception_v3",
@@ -81,7 +81,7 @@ class Service:
                                  **{k[7:].lower(): v for k, v in env.items() if k.startswith("DREAMQ_")})
         self.redis = redis.Redis.from_url(redis_url)
         self.state = JobQueueState(self.redis, self.settings.job_ttl_s)
-        self.store = Store(self.settings.store)
+        self.store = open_store(self.settings)
         self.celery = make_celery(self.settings)
         self.procs: list = []
         self.logs = data_dir / "logs"

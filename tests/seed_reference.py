@@ -4,6 +4,8 @@ Written from the example's description for the fidelity test; it shares no
 code with dreamq's engine (it imports nothing from worker/ or shared/).
 TensorFlow backend only, exactly like the example.
 """
+import time
+
 import numpy as np
 import tensorflow as tf
 from keras.applications import inception_v3
@@ -12,7 +14,7 @@ SEED_LAYERS = {"mixed4": 1.0, "mixed5": 1.5, "mixed6": 2.0, "mixed7": 2.5}
 
 
 def run_seed(rgb_uint8, weights_path, layer_settings=SEED_LAYERS, step=0.01, num_octave=3,
-             octave_scale=1.4, iterations=20, max_loss=15.0, losses=None):
+             octave_scale=1.4, iterations=20, max_loss=15.0, losses=None, step_times=None):
     import keras
 
     model = inception_v3.InceptionV3(weights=None, include_top=False)
@@ -42,7 +44,11 @@ def run_seed(rgb_uint8, weights_path, layer_settings=SEED_LAYERS, step=0.01, num
 
     def gradient_ascent_loop(img, iterations, learning_rate, max_loss=None):
         for i in range(iterations):
+            t0 = time.perf_counter()
             loss, img = gradient_ascent_step(img, learning_rate)
+            if step_times is not None:
+                float(loss)  # wait for the step to finish
+                step_times.append(time.perf_counter() - t0)
             if max_loss is not None and loss > max_loss:
                 break
             if losses is not None:

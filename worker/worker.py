@@ -21,7 +21,7 @@ from shared.job import CANCELED, FAILED, QUEUED_S, SUCCEEDED, JobQueueState
 from shared.params import DreamParams
 from shared.queue import enqueue
 from shared.settings import Settings
-from shared.store import INPUT, PREVIEW, RESULT, Store, StoreError
+from shared.store import INPUT, PREVIEW, RESULT, StoreError, open_store
 
 log = logging.getLogger("dreamq.worker")
 
@@ -48,7 +48,7 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}"
         self.r = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
         self.jobs = JobQueueState(self.r, settings.job_ttl_s)
-        self.store = Store(settings.store)
+        self.store = open_store(settings)
         self.dreamers: dict[str, Any] = {}
         self.unavailable: dict[str, str] = {}
         self.current_job: str | None = None
