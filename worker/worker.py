@@ -216,8 +216,10 @@ class Worker:
         from .dream import Canceled
 
         try:
+            t_dream = time.monotonic()
             result = dreamer.dream(image, params, on_progress=progress, on_preview=on_preview,
                                    should_cancel=should_stop)
+            dream_s = time.monotonic() - t_dream
             url = self.store.put(job_id, RESULT, encode_png(result))
         except Stop as stop:
             return self._stopped(job_id, stop.reason)
@@ -229,7 +231,7 @@ class Worker:
             log.exception("job %s crashed", job_id)
             return fail("internal_error", f"{type(exc).__name__}: {exc}")
         progress.flush()
-        self.jobs.finish(job_id, self.id, SUCCEEDED, result_url=url)
+        self.jobs.finish(job_id, self.id, SUCCEEDED, result_url=url, dream_s=round(dream_s, 4))
         log.info("job %s succeeded in %.2fs", job_id, time.monotonic() - started)
         return SUCCEEDED
 
