@@ -6,7 +6,7 @@ worker receives the already-effective values from the job record.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -62,6 +62,11 @@ class DreamParams(BaseModel):
     iterations: int = Field(20, ge=0, le=MAX_ITERATIONS)
     max_loss: float | None = Field(gt=0)
     max_side: int | None = Field(None, ge=32, le=16384)
+    # Beyond the seed (all off by default, so defaults reproduce it exactly):
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: faster, loss and image kept in float32
+    tile_size: int | None = Field(None, ge=256, le=4096)  # gradient tile by tile: bounded memory
+    jitter: int = Field(0, ge=0, le=256)  # random roll of up to this many pixels per step
+    seed: int = Field(0, ge=0, le=2**31 - 1)  # for the random rolls of tiling and jitter
 
     @model_validator(mode="before")
     @classmethod
@@ -104,6 +109,10 @@ class DreamParams(BaseModel):
                 raise ValueError(f"layers: unknown layer {name!r} for {self.model}; choose from {', '.join(spec.layers)}")
             if not math.isfinite(weight):
                 raise ValueError(f"layers: weight of {name!r} must be a finite number")
+        # Tiles are at least half tile_size wide; each must be big enough for the layers.
+        need = spec.min_side_for(self.layers)
+        if self.tile_size is not None and self.tile_size < 2 * need:
+            raise ValueError(f"tile_size: must be at least {2 * need} for these layers of {self.model}")
         return self
 
 

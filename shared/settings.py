@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     models: Annotated[list[str], NoDecode] = ["inception_v3", "vgg16_hed"]
     heartbeat_s: float = Field(2.0, gt=0)
     heartbeat_ttl_s: float = Field(8.0, gt=0)  # a worker silent this long is lost; its job runs again
+    tile_above_pixels: int = Field(4_000_000, ge=0)  # bigger images are dreamed in tiles; 0: never
+    tile_size: int = Field(512, ge=256)
     intra_op_threads: int = Field(0, ge=0)  # 0: the framework decides
     inter_op_threads: int = Field(0, ge=0)
 

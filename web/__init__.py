@@ -1,1 +1,46 @@
-"""The Flask front end: forms, the JSON API; never imports Keras."""
+"""The Flask front end: forms, the JSON API; never imports Keras.
+
+Production: ``gunicorn 'web:create_app()'`` (SSE streams hold a worker, so use
+``--worker-class gthread --threads N``); development: ``dreamq web``.
+"""
+from __future__ import annotations
+
+from flask import Flask
+
+from shared.settings import Settings, get_settings
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def create_app(settings: Settings | None = None, *, celery=None, redis_client=None) -> Flask:
+    from . import api, errors, metrics, pages
+    from .services import Services
+
+    settings = settings or get_settings()
+    app = Flask(__name__)
+    # Werkzeug answers 413 for bodies over this without reading them.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.json.sort_keys = False
+    if settings.proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    app.extensions["dreamq"] = Services(settings, celery=celery, redis_client=redis_client)
+
+    errors.register(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(api.ops)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(pages.bp)
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+    return app

@@ -47,6 +47,7 @@ def dream_loss(features, coeffs):
         features = [features]  # a one-layer extractor returns a bare tensor
     loss = ops.zeros(())
     for i, activation in enumerate(features):
+        activation = ops.cast(activation, "float32")  # bf16 networks: sum in float32
         scaling = ops.cast(ops.size(activation), "float32")
         loss = loss + coeffs[i] * ops.sum(ops.square(activation[:, 2:-2, 2:-2, :])) / scaling
     return loss
@@ -56,22 +57,28 @@ def _normalize(grads):
     return grads / ops.maximum(ops.mean(ops.abs(grads)), 1e-6)
 
 
-def make_gradient_step(extractor):
-    """Compile ``step(img, coeffs, learning_rate) -> (loss, img)`` once for any image size.
+def make_gradient_fns(extractor):
+    """Compile, once for any image size, the two functions the engine needs:
 
+    ``step(img, coeffs, learning_rate) -> (loss, img)``: the seed's fused step;
+    ``gradient(img, coeffs) -> (loss, grads)``: raw gradients, for tiled steps.
     The only backend-specific code in the engine: how to take a gradient and compile.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([1, None, None, 3], tf.float32),
-                tf.TensorSpec([None], tf.float32),
-                tf.TensorSpec([], tf.float32),
-            ]
-        )
+        image_spec = tf.TensorSpec([1, None, None, 3], tf.float32)
+        coeff_spec = tf.TensorSpec([None], tf.float32)
+
+        @tf.function(input_signature=[image_spec, coeff_spec])
+        def gradient(img, coeffs):
+            with tf.GradientTape() as tape:
+                tape.watch(img)
+                loss = dream_loss(extractor(img), coeffs)
+            return loss, tape.gradient(loss, img)
+
+        @tf.function(input_signature=[image_spec, coeff_spec, tf.TensorSpec([], tf.float32)])
         def step(img, coeffs, learning_rate):
             with tf.GradientTape() as tape:
                 tape.watch(img)
@@ -79,7 +86,7 @@ def make_gradient_step(extractor):
             grads = _normalize(tape.gradient(loss, img))
             return loss, img + learning_rate * grads
 
-        return step
+        return step, gradient
     if backend == "jax":
         import jax
 
@@ -90,12 +97,14 @@ def make_gradient_step(extractor):
             features, _ = extractor.stateless_call(trainable, frozen, img, training=False)
             return dream_loss(features, coeffs)
 
-        @jax.jit  # traced once per image shape: JAX has no shape-polymorphic jit
+        jax_gradient = jax.jit(jax.value_and_grad(loss_fn))  # traced once per shape: no shape-polymorphic jit
+
+        @jax.jit
         def jax_step(img, coeffs, learning_rate):
             loss, grads = jax.value_and_grad(loss_fn)(img, coeffs)
             return loss, img + learning_rate * _normalize(grads)
 
-        return jax_step
+        return jax_step, jax_gradient
     raise RuntimeError(f"dreamq supports the tensorflow and jax Keras backends, not {backend!r}")
 
 
@@ -104,27 +113,87 @@ def resize(img, shape):
     return ops.image.resize(img, shape, interpolation="bilinear", antialias=False)
 
 
+def tile_bounds(length: int, tile: int) -> list[tuple[int, int]]:
+    """Split ``length`` into near-equal spans of at most ``tile`` (no sliver at the end)."""
+    n = max(1, -(-length // tile))
+    edges = np.linspace(0, length, n + 1).round().astype(int)
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def bf16_clone(network):
+    """The same network computing in bfloat16 (weights stay float32, loss is summed in float32)."""
+    def clone_layer(layer):
+        config = layer.get_config()
+        if not isinstance(layer, keras.layers.InputLayer):
+            config["dtype"] = "mixed_bfloat16"
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(network, clone_function=clone_layer)
+    clone.set_weights(network.get_weights())
+    return clone
+
+
 class Dreamer:
-    """Holds one warm model; ``dream()`` runs the seed's octave loop on one image."""
+    """Holds one warm model; ``dream()`` runs the seed's octave loop on one image.
 
-    def __init__(self, model: DreamModel):
+    ``auto_tile_pixels``: images above this many pixels are dreamed tile by
+    tile (``auto_tile_size``), which bounds memory for big pictures.
+    """
+
+    def __init__(self, model: DreamModel, auto_tile_pixels: int | None = None, auto_tile_size: int = 512):
         self.model = model
-        self._steps: dict[tuple[str, ...], Callable] = {}
+        self.auto_tile_pixels = auto_tile_pixels
+        self.auto_tile_size = auto_tile_size
+        self._networks = {"fp32": model.network}
+        self._fns: dict[tuple, tuple[Callable, Callable]] = {}
 
-    def gradient_step(self, layers: tuple[str, ...]):
-        """The compiled step for this set of layers, built on first use."""
-        if layers not in self._steps:
-            net = self.model.network
+    def network(self, precision: str):
+        if precision not in self._networks:
+            self._networks[precision] = bf16_clone(self.model.network)
+        return self._networks[precision]
+
+    def gradient_fns(self, layers: tuple[str, ...], precision: str = "fp32"):
+        """The compiled (step, gradient) for these layers and precision, built on first use."""
+        key = (layers, precision)
+        if key not in self._fns:
+            net = self.network(precision)
             extractor = keras.Model(net.inputs, [net.get_layer(name).output for name in layers])
-            self._steps[layers] = make_gradient_step(extractor)
-        return self._steps[layers]
+            self._fns[key] = make_gradient_fns(extractor)
+        return self._fns[key]
 
-    def warm_up(self, layers: tuple[str, ...] | None = None, side: int = 96) -> None:
+    def gradient_step(self, layers: tuple[str, ...], precision: str = "fp32"):
+        return self.gradient_fns(layers, precision)[0]
+
+    def warm_up(self, layers: tuple[str, ...] | None = None, side: int = 128, precisions=("fp32",)) -> None:
         """Build and run the step once so that the first job pays no compile time."""
         layers = layers or tuple(self.model.spec.default_layers)
-        side = max(side, self.model.spec.min_side)
-        step = self.gradient_step(layers)
-        step(ops.zeros((1, side, side, 3)), ops.ones((len(layers),)), ops.convert_to_tensor(0.0))
+        side = max(side, self.model.spec.min_side_for(layers))
+        for precision in precisions:
+            step, gradient = self.gradient_fns(layers, precision)
+            img, coeffs = ops.zeros((1, side, side, 3)), ops.ones((len(layers),))
+            step(img, coeffs, ops.convert_to_tensor(0.0))
+            gradient(img, coeffs)
+
+    def tiled_step(self, img, coeffs, learning_rate, gradient, tile: int, rng: np.random.Generator):
+        """One ascent step computed tile by tile, the image rolled by a random shift
+        first (as the TensorFlow DeepDream tutorial does) so tile borders move every
+        step and leave no seams.  Loss and gradient are the area-weighted sums of the
+        tiles': on an image that fits one tile, exactly the untiled step."""
+        x = ops.convert_to_numpy(img)
+        h, w = x.shape[1:3]
+        dy, dx = (int(rng.integers(0, tile)) if h > tile else 0), (int(rng.integers(0, tile)) if w > tile else 0)
+        rolled = np.roll(x, (dy, dx), axis=(1, 2))
+        grads = np.zeros_like(rolled)
+        loss = 0.0
+        for y0, y1 in tile_bounds(h, tile):
+            for x0, x1 in tile_bounds(w, tile):
+                weight = (y1 - y0) * (x1 - x0) / (h * w)
+                tile_loss, tile_grads = gradient(ops.convert_to_tensor(rolled[:, y0:y1, x0:x1]), coeffs)
+                loss += weight * float(tile_loss)
+                grads[:, y0:y1, x0:x1] = weight * ops.convert_to_numpy(tile_grads)
+        grads = np.roll(grads, (-dy, -dx), axis=(1, 2))
+        grads /= max(float(np.abs(grads).mean()), 1e-6)
+        return loss, ops.convert_to_tensor(x + float(learning_rate) * grads)
 
     def dream(
         self,
@@ -142,9 +211,13 @@ class Dreamer:
         True the job stops there with Canceled.
         """
         layers = tuple(params.layers)
-        step = self.gradient_step(layers)
+        step, gradient = self.gradient_fns(layers, params.precision)
         coeffs = ops.convert_to_tensor(np.array([params.layers[n] for n in layers], np.float32))
         learning_rate = ops.convert_to_tensor(np.float32(params.step))
+        tile = params.tile_size
+        if tile is None and self.auto_tile_pixels and image.shape[0] * image.shape[1] > self.auto_tile_pixels:
+            tile = self.auto_tile_size
+        rng = np.random.default_rng(params.seed)  # rolls are random but repeatable
         started = time.perf_counter()
 
         original = ops.convert_to_tensor(self.model.preprocess(image.astype(np.float32)[None]))
@@ -157,7 +230,15 @@ class Dreamer:
             for i in range(params.iterations):
                 if should_cancel is not None and should_cancel():
                     raise Canceled()
-                loss, img = step(img, coeffs, learning_rate)
+                if tile is not None:
+                    loss, img = self.tiled_step(img, coeffs, learning_rate, gradient, tile, rng)
+                elif params.jitter:
+                    # Shift the image a little each step, so features don't lock to the pixel grid.
+                    dy, dx = (int(v) for v in rng.integers(-params.jitter, params.jitter + 1, size=2))
+                    loss, img = step(ops.roll(img, (dy, dx), axis=(1, 2)), coeffs, learning_rate)
+                    img = ops.roll(img, (-dy, -dx), axis=(1, 2))
+                else:
+                    loss, img = step(img, coeffs, learning_rate)  # the seed's step, exactly
                 loss = float(loss)
                 if on_progress is not None:
                     on_progress(Progress(octave, len(shapes), i, params.iterations, loss, time.perf_counter() - started))

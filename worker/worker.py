@@ -68,7 +68,8 @@ class Worker:
         for name in self.settings.models:
             t0 = time.perf_counter()
             try:
-                dreamer = Dreamer(load_model(name))
+                dreamer = Dreamer(load_model(name), auto_tile_pixels=self.settings.tile_above_pixels or None,
+                                  auto_tile_size=self.settings.tile_size)
                 dreamer.warm_up()
             except WeightsUnavailable as exc:
                 self.unavailable[name] = str(exc)

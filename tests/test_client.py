@@ -1,0 +1,171 @@
+"""`dreamq submit / status / cancel` against the real web app served over real HTTP."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from werkzeug.serving import make_server
+
+from shared.job import job_key
+from shared.redis_server import free_port
+from shared.store import PREVIEW, RESULT
+
+from .webutil import encode, make_app
+
+
+@pytest.fixture
+def server(clean_redis, redis_url, tmp_path):
+    """The app on a real port; yields (url, app)."""
+    def serve(**overrides):
+        app = make_app(redis_url, tmp_path, **overrides)
+        httpd = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_port}", app
+
+    servers: list = []
+    yield serve
+    for httpd in servers:
+        httpd.shutdown()
+
+
+@pytest.fixture
+def image_file(tmp_path, photo):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(encode(photo, "JPEG"))
+    return path
+
+
+def dreamq(*args):
+    from dreamq.cli import main  # the real entry point, with the client commands registered
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_submit_prints_the_job_id_and_status_shows_it(server, image_file, clean_redis):
+    url, _ = server()
+    r = dreamq("submit", image_file, "--server", url, "--model", "vgg16_hed", "--iterations", "4")
+    assert r.exit_code == 0, r.output
+    job_id = r.stdout.strip()
+    assert clean_redis.hget(job_key(job_id), "status") == b"queued"
+    assert b'"iterations": 4' in clean_redis.hget(job_key(job_id), "params")
+    r = dreamq("status", job_id, "--server", url)
+    assert r.exit_code == 0 and job_id in r.stdout and "queued (#1)" in r.stdout
+    r = dreamq("status", job_id, "--server", url, "--json")
+    assert r.exit_code == 0 and '"status": "queued"' in r.stdout
+
+
+def test_server_from_environment(server, image_file, monkeypatch):
+    url, _ = server()
+    monkeypatch.setenv("DREAMQ_SERVER", url)
+    assert dreamq("submit", image_file).exit_code == 0
+
+
+def test_client_errors_exit_2_with_the_server_message(server, image_file, tmp_path):
+    url, _ = server()
+    r = dreamq("submit", image_file, "--server", url, "--octaves", "99")
+    assert r.exit_code == 2 and "octaves" in r.stderr and r.stdout == ""
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    r = dreamq("submit", text, "--server", url)
+    assert r.exit_code == 2 and "415" in r.stderr
+    assert dreamq("submit", tmp_path / "missing.jpg", "--server", url).exit_code == 2
+    assert dreamq("status", "nope", "--server", url).exit_code == 2
+    assert dreamq("cancel", "nope", "--server", url).exit_code == 2
+
+
+def test_unreachable_server_exits_4(image_file):
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (("submit", image_file), ("status", "x"), ("cancel", "x")):
+        r = dreamq(*args, "--server", url)
+        assert r.exit_code == 4 and "cannot reach" in r.stderr
+
+
+def test_unavailable_queue_exits_4(tmp_path, image_file):
+    from web import create_app
+    from shared.settings import Settings
+
+    app = create_app(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", data_dir=tmp_path))
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        r = dreamq("submit", image_file, "--server", f"http://127.0.0.1:{httpd.server_port}")
+        assert r.exit_code == 4 and "503" in r.stderr
+    finally:
+        httpd.shutdown()
+
+
+def test_cancel(server, image_file, clean_redis):
+    url, _ = server()
+    job_id = dreamq("submit", image_file, "--server", url).stdout.strip()
+    r = dreamq("cancel", job_id, "--server", url)
+    assert r.exit_code == 0 and "canceled" in r.stdout
+    assert dreamq("cancel", job_id, "--server", url).exit_code == 0
+    assert dreamq("status", job_id, "--server", url).exit_code == 3
+    other = dreamq("submit", image_file, "--server", url).stdout.strip()
+    clean_redis.hset(job_key(other), "status", "succeeded")
+    r = dreamq("cancel", other, "--server", url)
+    assert r.exit_code == 2 and "succeeded" in r.stderr
+
+
+def _play_worker(app, job_id, clean_redis, photo, outcome):
+    """Moves the job as a worker does, through JobQueueState and the store."""
+    state, store = app.extensions["dreamq"].state, app.extensions["dreamq"].store
+    time.sleep(0.5)
+    dispatch = clean_redis.hget(job_key(job_id), "dispatch").decode()
+    state.start(job_id, dispatch, "host:9")
+    for step in range(4):
+        time.sleep(0.2)
+        state.update(job_id, "host:9", progress={"fraction": (step + 1) / 5, "octave": step // 2, "octaves": 2,
+                                                 "step": step % 2, "steps": 2, "loss": 1.5 + step, "eta_s": 1.0})
+        if step == 1:
+            state.update(job_id, "host:9", preview_url=store.put(job_id, PREVIEW, encode(photo[:200, :200])))
+    if outcome == "succeeded":
+        store.put(job_id, RESULT, encode(photo[:300, :400]))
+        state.finish(job_id, "host:9", "succeeded")
+    elif outcome == "failed":
+        state.finish(job_id, "host:9", "failed", error={"code": "internal_error", "message": "device lost"})
+    else:
+        state.cancel(job_id)
+        state.finish(job_id, "host:9", "canceled", error={"code": "canceled", "message": "canceled while running"})
+
+
+@pytest.mark.parametrize("outcome,code", [("succeeded", 0), ("failed", 1), ("canceled", 3)])
+def test_submit_wait_shows_progress_and_saves_the_result(server, image_file, clean_redis, photo, tmp_path, outcome,
+                                                         code):
+    url, app = server()
+    out = tmp_path / "out" / "dream.png"
+    runner = threading.Thread
+    result = {}
+
+    def run():
+        result["r"] = dreamq("submit", image_file, "--server", url, "--wait", "-o", out)
+
+    client = runner(target=run)
+    client.start()
+    deadline = time.monotonic() + 10
+    while not clean_redis.zcard("dreamq:queued") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job_id = clean_redis.zrange("dreamq:queued", 0, -1)[0].decode()
+    _play_worker(app, job_id, clean_redis, photo, outcome)
+    client.join(30)
+    r = result["r"]
+    assert r.exit_code == code, r.output
+    assert r.stdout.strip() == job_id
+    if outcome == "succeeded":
+        assert Image.open(out).size == (400, 300) and "wrote" in r.stderr
+        assert "octave 2/2" in r.stderr or "100%" in r.stderr  # the progress bar
+    else:
+        assert not out.exists()
+        assert outcome in r.stderr
+
+
+def test_tokens(server, image_file):
+    url, _ = server(api_tokens=["t0ken"])
+    r = dreamq("submit", image_file, "--server", url)
+    assert r.exit_code == 2 and "401" in r.stderr
+    assert dreamq("submit", image_file, "--server", url, "--token", "t0ken").exit_code == 0

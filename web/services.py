@@ -1,0 +1,68 @@
+"""What the views share: settings, the (lazy) Redis client, job state, store and Celery app."""
+from __future__ import annotations
+
+import hmac
+
+import redis
+from flask import current_app, request
+
+from shared.job import JobQueueState
+from shared.settings import Settings
+from shared.store import open_store
+
+from .errors import ApiError
+
+TOKEN_COOKIE = "dreamq_token"
+
+
+class Services:
+    def __init__(self, settings: Settings, celery=None, redis_client=None):
+        self.settings = settings
+        self.store = open_store(settings)
+        self._redis = redis_client
+        self._celery = celery
+        self._state: JobQueueState | None = None
+
+    @property
+    def redis(self) -> redis.Redis:
+        # Created on first use (from_url does not connect), so the app starts while Redis is down.
+        if self._redis is None:
+            if not self.settings.redis_url:
+                raise ApiError(503, "redis_unavailable", "DREAMQ_REDIS_URL is not set: the web has no queue")
+            self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        return self._redis
+
+    @property
+    def state(self) -> JobQueueState:
+        if self._state is None:
+            self._state = JobQueueState(self.redis, self.settings.job_ttl_s)
+        return self._state
+
+    @property
+    def celery(self):
+        if self._celery is None:
+            from shared.queue import make_celery
+
+            self._celery = make_celery(self.settings)
+        return self._celery
+
+
+def services() -> Services:
+    return current_app.extensions["dreamq"]
+
+
+def authorized() -> bool:
+    """True when no tokens are configured, or the request carries one (bearer header or the pages' cookie)."""
+    tokens = services().settings.api_tokens
+    if not tokens:
+        return True
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        token = request.cookies.get(TOKEN_COOKIE, "")
+    return valid_token(token)
+
+
+def valid_token(token: str) -> bool:
+    token_b = token.strip().encode()
+    # Compare against every token, in constant time, so timing reveals nothing.
+    return bool(token_b) and any([hmac.compare_digest(token_b, t.encode()) for t in services().settings.api_tokens])

@@ -1,0 +1,71 @@
+// A job's page: polls the API once a second and updates progress, preview and result.
+(function () {
+  "use strict";
+  var box = document.getElementById("job");
+  if (!box) return;
+  var api = box.dataset.api;
+  var $ = function (id) { return document.getElementById(id); };
+  var lastPreview = null;
+  var WORDS = {
+    canceled: "The job was canceled.",
+    timeout: "The dream took longer than the time limit.",
+    worker_lost: "The workers running this job kept disappearing.",
+  };
+
+  function detail(job) {
+    var p = job.progress, parts = [];
+    if (job.status === "queued" && job.queue_position) parts.push("waiting: number " + job.queue_position + " in the queue");
+    if (p.octave !== null && p.octave !== undefined && job.status === "running") {
+      parts.push("octave " + (p.octave + 1) + "/" + p.octaves + ", step " + ((p.step || 0) + 1) + "/" + p.steps);
+      if (p.loss !== null) parts.push("loss " + p.loss.toFixed(2));
+      if (p.eta_s) parts.push("about " + Math.round(p.eta_s) + " s left");
+    }
+    if (job.status === "succeeded" && job.metrics.run_s) parts.push("done in " + job.metrics.run_s.toFixed(1) + " s");
+    return parts.join(", ");
+  }
+
+  function render(job) {
+    var finished = ["succeeded", "failed", "canceled"].indexOf(job.status) >= 0;
+    $("status").textContent = job.status;
+    $("status").className = "status status-" + job.status;
+    $("position").textContent = "";
+    $("bar").value = job.progress.fraction || 0;
+    $("detail").textContent = detail(job);
+    $("cancel").hidden = finished;
+    if (job.error && job.status !== "canceled") {
+      $("error").textContent = "The dream failed: " + (WORDS[job.error.code] || job.error.message);
+      $("error").hidden = false;
+    } else if (job.status === "canceled") {
+      $("error").textContent = WORDS.canceled;
+      $("error").hidden = false;
+    }
+    var version = job.progress.octave + ":" + job.status;
+    if (job.links.preview && job.status !== "succeeded" && version !== lastPreview) {
+      lastPreview = version;
+      $("preview").src = job.links.preview + "?v=" + encodeURIComponent(version);
+      $("preview-box").hidden = false;
+    }
+    if (job.status === "succeeded" && job.links.result) {
+      if (!$("result").getAttribute("src")) $("result").src = job.links.result;
+      $("result-box").hidden = false;
+      $("preview-box").hidden = true;
+    }
+    return finished;
+  }
+
+  function poll() {
+    fetch(api, { credentials: "same-origin", cache: "no-store" })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (job) { if (!render(job)) setTimeout(poll, 1000); })
+      .catch(function () { setTimeout(poll, 3000); });
+  }
+
+  $("cancel").addEventListener("submit", function (event) {
+    event.preventDefault();
+    fetch(api + "/cancel", { method: "POST", credentials: "same-origin" })
+      .then(function (r) { return r.json(); })
+      .then(function (body) { if (body.id) render(body); });
+  });
+
+  if (["queued", "running"].indexOf(box.dataset.status) >= 0) poll();
+})();
