@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from shared.models import MODELS
+from dreamq.client import param_options
+from shared.params import DreamParams
 
 SAMPLE = Path(__file__).parent / "samples" / "astronaut.jpg"
 
@@ -25,25 +26,7 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def param_options(f):
-    """The dream parameters, shared by `dream` and `submit`; unset ones take the model's defaults."""
-    options = [
-        click.option("--model", type=click.Choice(list(MODELS)), default=None, help="Network [inception_v3]."),
-        click.option("--preset", default=None, help="Named set of parameters of the model."),
-        click.option("--layers", default=None, help="Layers and weights, e.g. mixed4=1.0,mixed5=1.5."),
-        click.option("--step", default=None, help="Gradient ascent step [0.01 for inception_v3]."),
-        click.option("--octaves", default=None, help="Number of scales [3]."),
-        click.option("--octave-scale", default=None, help="Size ratio between octaves [1.4]."),
-        click.option("--iterations", default=None, help="Ascent steps per octave [20]."),
-        click.option("--max-loss", default=None, help="Stop an octave once the loss exceeds this, or 'none' [15]."),
-        click.option("--max-side", default=None, help="Downscale so the longer side is at most this."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-PARAM_NAMES = ("model", "preset", "layers", "step", "octaves", "octave_scale", "iterations", "max_loss", "max_side")
+PARAM_NAMES = tuple(DreamParams.model_fields)
 
 
 def collect_params(kwargs: dict) -> dict:

@@ -1,0 +1,96 @@
+"""A person in a real browser: headless Chromium submits the form against a running
+service with a real worker, watches the progress bar move, sees the dream and downloads it.
+
+Needs Debian's chromium and chromium-driver (`.ci/run` installs them).
+"""
+import io
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+selenium = pytest.importorskip("selenium")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium and chromium-driver")
+
+
+@pytest.fixture
+def web_server(service):
+    from werkzeug.serving import make_server
+
+    from web import create_app
+
+    app = create_app(service.settings)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1200,1400", f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=DriverService(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_submit_watch_and_download_in_a_browser(service, web_server, browser, photo, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    service.start_worker()
+    src = tmp_path / "holiday photo.jpg"
+    Image.fromarray(photo).resize((192, 192)).save(src, quality=92)
+
+    browser.get(web_server + "/")
+    browser.find_element(By.ID, "image").send_keys(str(src))
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "thumb").is_displayed())
+    Select(browser.find_element(By.ID, "model")).select_by_value("vgg16_hed")
+    browser.find_element(By.CSS_SELECTOR, "details summary").click()
+    for name, value in {"layers": "block3_conv3=1", "octaves": "2", "iterations": "60"}.items():
+        field = browser.find_element(By.ID, name)
+        field.clear()
+        field.send_keys(value)
+    browser.find_element(By.CSS_SELECTOR, "#dream-form button[type=submit]").click()
+
+    WebDriverWait(browser, 15).until(lambda d: "/jobs/" in d.current_url)
+    job_id = browser.current_url.rstrip("/").rsplit("/", 1)[1]
+    values = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        values.add(float(browser.find_element(By.ID, "bar").get_attribute("value") or 0))
+        if browser.find_element(By.ID, "result-box").is_displayed():
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"no result on the page; bar values {sorted(values)}; logs: {service.read_logs()}")
+    moving = sorted(v for v in values if 0 < v < 1)
+    assert len(moving) >= 2, f"the progress bar never moved: {sorted(values)}"
+
+    WebDriverWait(browser, 10).until(
+        lambda d: d.execute_script("return document.getElementById('result').naturalWidth") == 192)
+    browser.save_screenshot(str(tmp_path / "job_page.png"))
+    assert browser.find_element(By.ID, "status").text == "succeeded"
+
+    href = browser.find_element(By.ID, "download").get_attribute("href")
+    response = requests.get(href, timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/png"
+    assert "attachment" in response.headers.get("Content-Disposition", "")
+    dream = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+    assert dream.shape == (192, 192, 3)
+    assert service.state.get(job_id).status == "succeeded"
