@@ -81,3 +81,14 @@ def run_seed(rgb_uint8, weights_path, layer_settings=SEED_LAYERS, step=0.01, num
     x += 0.5
     x *= 255.0
     return np.clip(x, 0, 255).astype("uint8")
+
+
+if __name__ == "__main__":
+    # As the example runs: a fresh process that imports, builds, dreams and saves.
+    #   python -m tests.seed_reference INPUT WEIGHTS OUTPUT.png
+    import sys
+
+    from PIL import Image
+
+    src, weights, dst = sys.argv[1:4]
+    Image.fromarray(run_seed(np.asarray(Image.open(src).convert("RGB")), weights)).save(dst)
