@@ -44,12 +44,16 @@ def main() -> None:
 
     print(f"backend {keras.backend.backend()}, seed parameters (max_loss off so both run 60 steps), "
           f"random InceptionV3 weights; engine warm-up (build + compile, once per worker) {warm_s:.2f}s")
+    bf16 = parse_params({"max_loss": "none", "precision": "bf16"})
+    dreamer.warm_up(precisions=("bf16",))
     print(f"{'size':>9} | {'seed job s':>10} | {'engine job s':>12} | {'job ratio':>9} | "
-          f"{'seed step ms':>12} | {'engine step ms':>14} | {'step ratio':>10}")
+          f"{'seed step ms':>12} | {'engine step ms':>14} | {'step ratio':>10} | "
+          f"{'bf16 job s':>10} | {'bf16 ratio':>10} | {'bf16 step ms':>12} | {'bf16 loss dev':>13}")
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
         image = np.asarray(sample.convert("RGB").resize((w, h), Image.LANCZOS))
-        seed_jobs, engine_jobs, seed_steps, engine_steps = [], [], [], []
+        seed_jobs, engine_jobs, seed_steps, engine_steps, bf16_jobs, bf16_steps = [], [], [], [], [], []
+        deviation = 0.0
         for _ in range(args.repeat):
             steps: list[float] = []
             t0 = time.perf_counter()
@@ -62,10 +66,25 @@ def main() -> None:
             dreamer.dream(image, params, on_progress=lambda p: stamps.append(time.perf_counter()))
             engine_jobs.append(time.perf_counter() - t0)
             engine_steps += _steady(np.diff([t0, *stamps]).tolist(), params.iterations)
+            fp32_losses = []
+            dreamer.dream(image, parse_params({"max_loss": "none", "octaves": 1}),
+                          on_progress=lambda p: fp32_losses.append(p.loss))
+
+            stamps, bf16_losses = [], []
+            t0 = time.perf_counter()
+            dreamer.dream(image, bf16, on_progress=lambda p: (stamps.append(time.perf_counter()),
+                                                              bf16_losses.append(p.loss)))
+            bf16_jobs.append(time.perf_counter() - t0)
+            bf16_steps += _steady(np.diff([t0, *stamps]).tolist(), params.iterations)
+            # How far bf16's loss departs from fp32's over the first octave (same start).
+            first = np.array(bf16_losses[: params.iterations])
+            ref = np.array(fp32_losses[: params.iterations])
+            deviation = max(deviation, float(np.max(np.abs(first - ref) / np.abs(ref))))
         sj, ej = statistics.median(seed_jobs), statistics.median(engine_jobs)
         ss, es = statistics.median(seed_steps), statistics.median(engine_steps)
+        bj, bs = statistics.median(bf16_jobs), statistics.median(bf16_steps)
         print(f"{size:>9} | {sj:10.2f} | {ej:12.2f} | {ej / sj:9.2f} | {ss * 1e3:12.1f} | {es * 1e3:14.1f} | "
-              f"{es / ss:10.2f}")
+              f"{es / ss:10.2f} | {bj:10.2f} | {bj / sj:10.2f} | {bs * 1e3:12.1f} | {deviation:12.2%}")
 
 
 def _steady(times: list[float], per_octave: int) -> list[float]:

@@ -118,3 +118,51 @@ def test_embedded_redis_restart_keeps_queued_jobs(tmp_path, tiny_photo):
     finally:
         svc.stop()
         server.stop()
+
+
+def test_worker_per_gpu_processes(service):
+    """`dreamq worker --gpus 0,1`: one process per device, each told its own."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    log = open(service.logs / "gpus.log", "w")
+    parent = subprocess.Popen([sys.executable, "-m", "dreamq.cli", "worker", "--gpus", "0,1"], env=service.env,
+                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    service.procs.append(parent)
+    import psutil
+
+    deadline = time.monotonic() + 120
+    devices = {}
+    while time.monotonic() < deadline and len(devices) < 2:
+        for child in psutil.Process(parent.pid).children():
+            info = service.worker_info(child.pid)
+            if info and info["ready"]:
+                devices[child.pid] = info["device"]
+        time.sleep(0.2)
+    assert sorted(devices.values()) == ["gpu:0", "gpu:1"], service.read_logs()
+
+
+def test_expired_jobs_lose_their_files(clean_redis, redis_url, tmp_path, tiny_photo):
+    from shared.images import encode_png
+    from shared.job import JobQueueState
+    from shared.queue import make_celery
+    from shared.settings import Settings
+    from shared.store import INPUT, open_store
+    from worker.worker import Worker
+
+    settings = Settings(redis_url=redis_url, data_dir=tmp_path, job_ttl_s=60)
+    state = JobQueueState(clean_redis, ttl_s=60)
+    store = open_store(settings)
+    old = state.create({"model": "vgg16_hed"})
+    old.created_at -= 61  # created a minute ago
+    store.put(old.id, INPUT, encode_png(tiny_photo))
+    state.save_new(old)
+    fresh = state.create({"model": "vgg16_hed"})
+    store.put(fresh.id, INPUT, encode_png(tiny_photo))
+    state.save_new(fresh)
+    Worker(settings, make_celery(settings)).sweep_expired(every_s=0)
+    assert store.get(old.id, INPUT) is None and state.get(old.id) is None
+    assert store.get(fresh.id, INPUT) is not None and state.get(fresh.id) is not None
+    assert clean_redis.ttl(f"dreamq:job:{fresh.id}") > 0  # the record itself expires in Redis too
