@@ -23,8 +23,8 @@ import numpy as np
 import requests
 
 
-def wrk(url: str, seconds: int, connections: int) -> dict:
-    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s",
+def wrk(url: str, seconds: int, connections: int, pin: bool) -> dict:
+    out = subprocess.run([*(["taskset", "-c", "1"] if pin else []), "wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s",
                           "--latency", url], capture_output=True, text=True, timeout=seconds + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = re.search(r"50%\s+([\d.]+\w+)", out).group(1)
@@ -39,6 +39,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--worker-threads", type=int, default=1,
+                    help="DREAMQ_INTRA/INTER_OP_THREADS of the worker; 0: TensorFlow's default (all cores)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores (a shared host)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("needs wrk: apt-get install wrk")
@@ -54,10 +57,13 @@ def main() -> None:
     port = free_port()
     web = None
     try:
-        worker = svc.start_worker()
-        os.sched_setaffinity(worker.pid, {1})
+        threads = str(args.worker_threads)
+        worker = svc.start_worker(DREAMQ_INTRA_OP_THREADS=threads, DREAMQ_INTER_OP_THREADS=threads)
+        if not args.no_pin:
+            os.sched_setaffinity(worker.pid, {1})
         env = {**svc.env}
-        web = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+        pin = [] if args.no_pin else ["taskset", "-c", "0"]
+        web = subprocess.Popen([*pin, sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
                                 "--workers", "1", "--threads", "16", "--worker-class", "gthread",
                                 "web:create_app()"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -71,11 +77,12 @@ def main() -> None:
         image = np.asarray(Image.open(SAMPLE).convert("RGB").resize((256, 256)))
         job_id = svc.submit(image, model="vgg16_hed", iterations=500)
         svc.wait(job_id, statuses=("running",))
-        health = wrk(base + "/healthz", args.seconds, args.connections)
-        status = wrk(f"{base}/api/v1/jobs/{job_id}", args.seconds, args.connections)
+        health = wrk(base + "/healthz", args.seconds, args.connections, not args.no_pin)
+        status = wrk(f"{base}/api/v1/jobs/{job_id}", args.seconds, args.connections, not args.no_pin)
         still = svc.state.get(job_id).status
-        print(f"one gunicorn process (gthread x16) on CPU 0; worker on CPU 1 running a job ({still} throughout); "
-              f"wrk -c {args.connections} -d {args.seconds}s on CPU 1")
+        where = "unpinned" if args.no_pin else "web on CPU 0, worker and wrk on CPU 1"
+        print(f"one gunicorn process (gthread x16); worker threads {args.worker_threads or 'default'}; {where}; "
+              f"job {still} throughout; wrk -c {args.connections} -d {args.seconds}s")
         print(f"GET /healthz (baseline)      {health}")
         print(f"GET /api/v1/jobs/<id>        {status}   ratio to baseline {status['rps'] / health['rps']:.2f}")
         svc.state.cancel(job_id)

@@ -171,6 +171,16 @@ return 'queued'
 """
 
 
+_SAVE_NEW = """
+if tonumber(ARGV[1]) > 0 and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[1]) then return 0 end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+return 1
+"""
+
+
 class JobQueueState:
     """Operations on job records; one instance per Redis connection."""
 
@@ -182,6 +192,7 @@ class JobQueueState:
         self._update = client.register_script(_UPDATE_RUNNING)
         self._cancel = client.register_script(_CANCEL)
         self._requeue = client.register_script(_REQUEUE)
+        self._save_new = client.register_script(_SAVE_NEW)
 
     # web side
     def create(self, params: dict[str, Any], job_id: str | None = None) -> Job:
@@ -190,17 +201,19 @@ class JobQueueState:
                   enqueued_at=now, dispatch=uuid.uuid4().hex)
         return job
 
-    def save_new(self, job: Job) -> None:
-        """Write a new queued job record and its index entries in one transaction."""
+    def save_new(self, job: Job, max_queued: int = 0) -> bool:
+        """Write a new queued job record and its index entries atomically.
+
+        With ``max_queued``, only while fewer jobs are queued (checked in the same script, so
+        concurrent submissions cannot overshoot the cap); False, and nothing written, otherwise.
+        """
         mapping = {"id": job.id, "status": job.status, "params": json.dumps(job.params), "created_at": job.created_at,
                    "enqueued_at": job.enqueued_at, "attempts": 0, "dispatch": job.dispatch,
                    "input_url": job.input_url or "", "progress": "{}", "metrics": "{}"}
-        with self.r.pipeline() as p:
-            p.hset(job_key(job.id), mapping=mapping)
-            p.expire(job_key(job.id), self.ttl_s)
-            p.zadd(JOBS, {job.id: job.created_at})
-            p.zadd(QUEUED, {job.id: job.enqueued_at})
-            p.execute()
+        args: list[Any] = [max_queued, self.ttl_s, job.id, job.created_at, job.enqueued_at]
+        for k, v in mapping.items():
+            args += [k, v]
+        return self._save_new(keys=[job_key(job.id), JOBS, QUEUED], args=args) == 1
 
     def get(self, job_id: str) -> Job | None:
         if not is_job_id(job_id):

@@ -45,8 +45,12 @@ class Store:
                 # Write then rename, so a reader never sees half a PNG.
                 self.fs.makedirs(f"{self.root}/{job_id}", exist_ok=True)
                 tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-                self.fs.pipe_file(tmp, data)
-                self.fs.mv(tmp, path)
+                try:
+                    self.fs.pipe_file(tmp, data)
+                    self.fs.mv(tmp, path)
+                finally:
+                    if self.fs.exists(tmp):  # a failed write leaves no half file behind
+                        self.fs.rm(tmp)
             else:
                 self.fs.pipe_file(path, data)
         except (OSError, ValueError) as exc:

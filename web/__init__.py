@@ -19,6 +19,9 @@ def create_app(settings: Settings | None = None, *, celery=None, redis_client=No
 
     settings = settings or get_settings()
     app = Flask(__name__)
+    # Debug (the Werkzeug debugger runs code) only through `dreamq web --debug`, never from
+    # FLASK_DEBUG in a production environment.
+    app.debug = False
     # Werkzeug answers 413 for bodies over this without reading them.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False

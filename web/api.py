@@ -123,11 +123,13 @@ def submit_from_request() -> Job:
     check_size(rgb.shape[0], rgb.shape[1], params)
 
     state = svc.state
-    if state.queue_depth() >= svc.settings.max_queued:
-        raise ApiError(503, "queue_full", "the queue is full; try again in a minute", headers={"Retry-After": "60"})
+    if state.queue_depth() >= svc.settings.max_queued:  # cheap early answer; save_new enforces the cap
+        raise queue_full()
     job = state.create(params.model_dump())
     job.input_url = svc.store.put(job.id, INPUT, encode_png(rgb))  # the worker decodes this again
-    state.save_new(job)
+    if not state.save_new(job, max_queued=svc.settings.max_queued):  # lost the race for the last slots
+        svc.store.delete(job.id)
+        raise queue_full()
     try:
         enqueue(svc.celery, job.id, job.dispatch)
     except (redis.RedisError, kombu.exceptions.KombuError, OSError) as exc:
@@ -137,6 +139,10 @@ def submit_from_request() -> Job:
         raise ApiError(503, "redis_unavailable", f"could not queue the job: {exc}", headers={"Retry-After": "5"})
     metrics.record_submitted(svc.redis, job.id, params.model)
     return job
+
+
+def queue_full() -> ApiError:
+    return ApiError(503, "queue_full", "the queue is full; try again in a minute", headers={"Retry-After": "60"})
 
 
 def encode_cursor(created_at: float) -> str:

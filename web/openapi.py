@@ -34,6 +34,19 @@ JOB_ID = {"name": "job_id", "in": "path", "required": True, "description": "The 
           "schema": {"type": "string", "format": "uuid"}}
 PNG = {"content": {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}}
 
+# One Server-Sent Event (tools such as schemathesis validate each event of a stream against the schema).
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["progress", "end", "error", "timeout"]},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"anyOf": [_ref("Job"), _ref("Error"),
+                                             {"type": "object", "required": ["message"],
+                                              "properties": {"message": {"type": "string"}}}]}},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
 PARAMS_SCHEMA = {
     "type": "object",
     "description": "Dream parameters; a missing one takes the model's (and preset's) default.",
@@ -213,8 +226,8 @@ SPEC = {
                     "summary": "Server-Sent Events: `progress` on each change, `end` with the final state.",
                     "description": "Each event's data is the Job JSON. The stream ends after `end`, or with a "
                                    "`timeout` event after a server-set time (reconnect), or an `error` event.",
-                    "responses": {"200": {"description": "An event stream.",
-                                          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "responses": {"200": {"description": "An event stream; the schema is that of one event.",
+                                          "content": {"text/event-stream": {"schema": SSE_EVENT}}},
                                   **SECURED, "404": _resp("NotFound"), "503": _resp("Unavailable")}},
         },
         "/api/v1/models": {

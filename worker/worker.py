@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -26,6 +27,12 @@ from shared.store import INPUT, PREVIEW, RESULT, StoreError, open_store
 log = logging.getLogger("dreamq.worker")
 
 WORKERS = "dreamq:workers"
+
+# Fault injection for the reliability tests, inert unless the worker's environment has
+# DREAMQ_TEST_FAULTS=1: a job whose id has the key ``dreamq:test:crash:<job id>`` in Redis
+# kills its worker (SIGKILL, as the OOM killer would) each time it starts.
+TEST_FAULTS = os.environ.get("DREAMQ_TEST_FAULTS") == "1"
+TEST_CRASH = "dreamq:test:crash:"
 
 
 def worker_key(worker_id: str) -> str:
@@ -167,6 +174,9 @@ class Worker:
             self.heartbeat()
 
     def _run(self, job_id: str) -> str:
+        if TEST_FAULTS and self.r.exists(TEST_CRASH + job_id):
+            log.error("job %s: DREAMQ_TEST_FAULTS crash: killing this worker", job_id)
+            os.kill(os.getpid(), signal.SIGKILL)
         job = self.jobs.get(job_id)
         started = time.monotonic()
 
