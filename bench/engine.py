@@ -24,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="640x960,400x600", help="HxW list")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--all-steps", action="store_true", help="max_loss off: every run does all 60 steps")
     args = ap.parse_args()
 
     import keras
@@ -40,15 +41,18 @@ def main() -> None:
     dreamer = Dreamer(load_model("inception_v3", weights))
     dreamer.warm_up()
     warm_s = time.perf_counter() - t0
-    params = parse_params({"max_loss": "none"})  # every step runs: equal work on both sides
+    ap_all = args.all_steps
+    # Seed parameters, max_loss 15 included: both sides stop octaves at the same steps
+    # (they compute the same losses).  --all-steps turns it off so all 60 steps run.
+    params = parse_params({"max_loss": "none"} if ap_all else {})
 
-    print(f"backend {keras.backend.backend()}, seed parameters (max_loss off so both run 60 steps), "
+    print(f"backend {keras.backend.backend()}, seed parameters{' but max_loss off (60 steps)' if ap_all else ''}, "
           f"random InceptionV3 weights; engine warm-up (build + compile, once per worker) {warm_s:.2f}s")
-    bf16 = parse_params({"max_loss": "none", "precision": "bf16"})
+    bf16 = parse_params({**({"max_loss": "none"} if ap_all else {}), "precision": "bf16"})
     dreamer.warm_up(precisions=("bf16",))
     print(f"{'size':>9} | {'seed job s':>10} | {'engine job s':>12} | {'job ratio':>9} | "
           f"{'seed step ms':>12} | {'engine step ms':>14} | {'step ratio':>10} | "
-          f"{'bf16 job s':>10} | {'bf16 ratio':>10} | {'bf16 step ms':>12} | {'bf16 loss dev':>13}")
+          f"{'bf16 job s':>10} | {'bf16 ratio':>10} | {'bf16 step ms':>12} | {'bf16 loss dev, octave 1 (max)':>13}")
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
         image = np.asarray(sample.convert("RGB").resize((w, h), Image.LANCZOS))
@@ -57,18 +61,17 @@ def main() -> None:
         for _ in range(args.repeat):
             steps: list[float] = []
             t0 = time.perf_counter()
-            run_seed(image, weights, max_loss=None, step_times=steps)
+            run_seed(image, weights, max_loss=params.max_loss, step_times=steps)
             seed_jobs.append(time.perf_counter() - t0)
             seed_steps += _steady(steps, params.iterations)
 
             stamps: list[float] = []
+            fp32_losses: list[float] = []
             t0 = time.perf_counter()
-            dreamer.dream(image, params, on_progress=lambda p: stamps.append(time.perf_counter()))
+            dreamer.dream(image, params, on_progress=lambda p: (stamps.append(time.perf_counter()),
+                                                                fp32_losses.append(p.loss)))
             engine_jobs.append(time.perf_counter() - t0)
             engine_steps += _steady(np.diff([t0, *stamps]).tolist(), params.iterations)
-            fp32_losses = []
-            dreamer.dream(image, parse_params({"max_loss": "none", "octaves": 1}),
-                          on_progress=lambda p: fp32_losses.append(p.loss))
 
             stamps, bf16_losses = [], []
             t0 = time.perf_counter()

@@ -104,16 +104,17 @@ def _describe(job: dict) -> str:
 def wait_for(api: Api, job_id: str, output: Path) -> int:
     from tqdm import tqdm
 
-    bar = tqdm(total=100, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}", dynamic_ncols=True)
+    bar = tqdm(total=100, unit="%", bar_format="{percentage:3.0f}%|{bar}| {desc}", dynamic_ncols=True)
     try:
         with bar:
             while True:
                 job = api.call("GET", f"/api/v1/jobs/{job_id}", retries=10).json()
                 p = job["progress"]
-                bar.set_description(_describe(job), refresh=False)
-                if p.get("loss") is not None:
+                text = _describe(job)
+                if p.get("loss") is not None and job["status"] == "running":
                     eta = f", eta {p['eta_s']:.0f}s" if p.get("eta_s") else ""
-                    bar.set_postfix_str(f"loss {p['loss']:.2f}{eta}", refresh=False)
+                    text += f", loss {p['loss']:.2f}{eta}"
+                bar.set_description_str(text, refresh=False)
                 bar.n = round(100 * (p.get("fraction") or 0), 1)
                 bar.refresh()
                 if job["status"] in EXIT_OF_STATUS:
