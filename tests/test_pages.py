@@ -205,3 +205,14 @@ def test_page_scripts_parse():
     for name in ("form.js", "job.js"):
         proc = subprocess.run([node, "--check", str(ROOT / "web" / "static" / name)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_form_preselects_a_model_a_worker_has(client, clean_redis):
+    import json
+
+    beat = {"id": "h:1", "ready": True, "models": {"vgg16_hed": "ready", "inception_v3": "unavailable: no weights"}}
+    clean_redis.set("dreamq:worker:h:1", json.dumps(beat), ex=30)
+    clean_redis.sadd("dreamq:workers", "h:1")
+    html = client.get("/").get_data(as_text=True)
+    assert '<option value="vgg16_hed" selected>' in html
+    assert "inception_v3: InceptionV3 (ImageNet), the Keras Deep Dream example (no ready worker has it now)" in html

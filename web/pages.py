@@ -2,12 +2,14 @@
 with it (static files only, CSP ``script-src 'self'``) they talk to the API."""
 from __future__ import annotations
 
+import redis
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from shared.images import ImageError
 from shared.models import DEFAULT_MODEL, MODELS
 from shared.params import DreamParams
+from shared.workers import live_workers, model_status
 
 from .api import PARAM_FIELDS, describe, get_job, list_page, submit_from_request
 from .errors import ApiError, from_http, from_image_error
@@ -33,10 +35,26 @@ def catalog() -> dict:
             for m in MODELS.values()}
 
 
+def loaded_models() -> dict[str, int] | None:
+    """Model -> ready workers holding it; None when Redis cannot tell (the form still works)."""
+    try:
+        return model_status(live_workers(services().redis))
+    except (redis.RedisError, ApiError):
+        return None
+
+
 def form_page(values: dict | None = None, error: ApiError | None = None, status: int = 200):
     values = values or {}
-    model = values.get("model") if values.get("model") in MODELS else DEFAULT_MODEL
-    html = render_template("index.html", models=MODELS, catalog=catalog(), model=model, values=values, error=error)
+    loaded = loaded_models()
+    if values.get("model") in MODELS:
+        model = values["model"]
+    elif loaded and not loaded.get(DEFAULT_MODEL):
+        # Preselect a model some worker can run (offline, inception_v3 has no weights).
+        model = next((name for name in MODELS if loaded.get(name)), DEFAULT_MODEL)
+    else:
+        model = DEFAULT_MODEL
+    html = render_template("index.html", models=MODELS, catalog=catalog(), model=model, values=values, error=error,
+                           loaded=loaded)
     return html, status
 
 

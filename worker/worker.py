@@ -22,6 +22,7 @@ from shared.job import CANCELED, FAILED, QUEUED_S, SUCCEEDED, JobQueueState
 from shared.params import DreamParams
 from shared.queue import enqueue
 from shared.settings import Settings
+from shared.workers import WORKERS, worker_key
 from shared.store import INPUT, PREVIEW, RESULT, StoreError, open_store
 
 log = logging.getLogger("dreamq.worker")
