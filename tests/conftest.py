@@ -99,6 +99,13 @@ class Service:
             self.wait_ready(proc.pid)
         return proc
 
+    def start_workers(self, n: int) -> list:
+        """Start ``n`` workers side by side (they load their models in parallel)."""
+        procs = [self.start_worker(wait=False) for _ in range(n)]
+        for proc in procs:
+            self.wait_ready(proc.pid)
+        return procs
+
     def worker_info(self, pid: int):
         import json
         import socket
@@ -180,6 +187,19 @@ def live_worker(service):
 @pytest.fixture(scope="session")
 def tiny_photo(photo) -> np.ndarray:
     return np.asarray(Image.fromarray(photo).resize((96, 96), Image.LANCZOS))
+
+
+@pytest.fixture
+def client(app):
+    """The Flask test client of the module's ``app`` fixture."""
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def jpeg(photo) -> bytes:
+    from .webutil import encode
+
+    return encode(photo, "JPEG", quality=90)
 
 
 # Small, fast jobs for the queue tests: one VGG layer that works from 32 px.

@@ -28,15 +28,6 @@ def app(clean_redis, redis_url, tmp_path):
     return make_app(redis_url, tmp_path, max_content_length=2 * 1024 * 1024, events_max_s=2)
 
 
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture(scope="module")
-def jpeg(photo) -> bytes:
-    return encode(photo, "JPEG", quality=90)
-
 
 def store_of(app) -> Store:
     return app.extensions["dreamq"].store

@@ -18,15 +18,6 @@ def app(clean_redis, redis_url, tmp_path):
     return make_app(redis_url, tmp_path, max_content_length=1024 * 1024)
 
 
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture(scope="module")
-def jpeg(photo) -> bytes:
-    return encode(photo, "JPEG", quality=90)
-
 
 def form_post(client, image: bytes | None, **fields):
     data = dict(fields)

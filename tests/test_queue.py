@@ -50,10 +50,7 @@ def test_cancel_while_running_stops_promptly(live_worker, tiny_photo):
 
 
 def test_two_workers_take_two_jobs_at_once(service, tiny_photo):
-    service.start_worker(wait=False)
-    service.start_worker(wait=False)
-    for p in service.procs:
-        service.wait_ready(p.pid)
+    service.start_workers(2)
     a = service.submit(tiny_photo, **{**QUICK, "iterations": 60})
     b = service.submit(tiny_photo, **{**QUICK, "iterations": 60})
     ja, jb = service.wait(a), service.wait(b)
@@ -63,10 +60,7 @@ def test_two_workers_take_two_jobs_at_once(service, tiny_photo):
 
 
 def test_killed_worker_job_runs_again_and_only_once(service, tiny_photo):
-    service.start_worker(wait=False)
-    service.start_worker(wait=False)
-    for p in service.procs:
-        service.wait_ready(p.pid)
+    service.start_workers(2)
     job_id = service.submit(tiny_photo, **{**QUICK, "iterations": 60})
     running = service.wait(job_id, statuses=("running",))
     victim = int(running.worker.rsplit(":", 1)[1])
@@ -166,3 +160,15 @@ def test_expired_jobs_lose_their_files(clean_redis, redis_url, tmp_path, tiny_ph
     assert store.get(old.id, INPUT) is None and state.get(old.id) is None
     assert store.get(fresh.id, INPUT) is not None and state.get(fresh.id) is not None
     assert clean_redis.ttl(f"dreamq:job:{fresh.id}") > 0  # the record itself expires in Redis too
+
+
+def test_progress_is_written_a_few_times_per_second_not_every_step(live_worker, tiny_photo):
+    live_worker.redis.config_resetstat()
+    job = live_worker.wait(live_worker.submit(tiny_photo, **{**QUICK, "iterations": 150}))
+    assert job.status == "succeeded"
+    stats = live_worker.redis.info("commandstats")
+    # Every write of a job record is one script call: start, progress, previews, finish.
+    writes = stats.get("cmdstat_evalsha", {}).get("calls", 0) + stats.get("cmdstat_eval", {}).get("calls", 0)
+    steps = 2 * 150
+    allowed = 4 * job.metrics["run_s"] + 2 * 2 + 2 + 2  # 4/s, a flush and a preview per octave, start, finish
+    assert 4 <= writes <= allowed < steps, (writes, allowed, job.metrics)
