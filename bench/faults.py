@@ -335,8 +335,8 @@ def store_unwritable(svc, image: np.ndarray) -> dict:
     assert svc.worker.poll() is None
     nxt = svc.wait(svc.submit(image, **TINY), timeout=60)
     assert nxt.status == "succeeded" and pid_of(nxt) == pid, nxt
-    return {"error": job.error["code"], "message": "cannot write preview.png of job <id> to <store>: "
-            "[Errno 27] File too large", "worker_served_next_job": True}
+    return {"error": job.error["code"], "message": job.error["message"].replace(job.id, "<id>"),
+            "worker_served_next_job": True}
 
 
 def worker_sigterm(tmp: Path, image: np.ndarray) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from dreamq.client import param_options
+from dreamq.client import _fail, param_options
 from shared.params import DreamParams
 
 SAMPLE = Path(__file__).parent / "samples" / "astronaut.jpg"
@@ -19,11 +19,6 @@ SAMPLE = Path(__file__).parent / "samples" / "astronaut.jpg"
 
 def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 PARAM_NAMES = tuple(DreamParams.model_fields)

@@ -34,7 +34,7 @@ PARAM_HELP = {
 }
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int = USAGE) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 

@@ -48,9 +48,10 @@ class Store:
                 try:
                     self.fs.pipe_file(tmp, data)
                     self.fs.mv(tmp, path)
-                finally:
+                except BaseException:
                     if self.fs.exists(tmp):  # a failed write leaves no half file behind
                         self.fs.rm(tmp)
+                    raise
             else:
                 self.fs.pipe_file(path, data)
         except (OSError, ValueError) as exc:
