@@ -1,21 +1,23 @@
 # Two commands on a fresh machine with Python 3.11+:
 #   make run    set up .venv and run the whole service (embedded Redis, web, one worker)
 #   make test   set up .venv (with the test tools) and run the tests
+# Installs use constraints.txt: the versions the tests ran against, as the images do.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+PIP_INSTALL := $(BIN)/pip install --quiet -c constraints.txt
 
-.PHONY: run dream test clean
+.PHONY: run dream test constraints clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(PIP_INSTALL) -e '.[worker]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(PIP_INSTALL) -e '.[worker,test]'
 	touch $@
 
 run: $(VENV)/.installed
@@ -26,6 +28,12 @@ dream: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# After changing dependencies (or upgrading them in the venv and passing the tests):
+# pin what is installed, for the next installs and the images.
+constraints: $(VENV)/.installed-test
+	$(BIN)/python .ci/constraints.py > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) out data

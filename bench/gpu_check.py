@@ -2,11 +2,15 @@
 
     KERAS_BACKEND=jax python -m bench.gpu_check [--size 640x960] [--iterations 20] [--e2e]
 
-Prints per-step and per-job seconds for fp32 and bf16, the device memory
-peak, achieved TFLOP/s, and (with --e2e) one job through the queue with the
-embedded Redis.  FLOP per step at the seed's three octave shapes of a
-640x960 image were measured on the CPU: 33.8, 69.5 and 141.0 GFLOP; other
-sizes scale them by area.
+Prints what the worker detects (native bf16 or not), then per-step and
+per-job seconds for three modes: fp32 as XLA runs it by default (on NVIDIA
+from Ampere on, float32 convolutions use TF32 tensor cores), fp32 at
+"highest" matmul precision (true float32), and bf16; the device memory peak,
+achieved TFLOP/s, and how far one step of each mode is from true float32.
+With --e2e, jobs through the queue (embedded Redis, a real worker process),
+one per precision, showing what the worker ran and warned.
+FLOP per step at the seed's three octave shapes of a 640x960 image were
+measured on the CPU: 33.8, 69.5 and 141.0 GFLOP; other sizes scale by area.
 """
 from __future__ import annotations
 
@@ -20,34 +24,33 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np  # noqa: E402
 
 GFLOP_640x960 = (33.8, 69.5, 141.0)
+MODES = {"fp32 (XLA default)": ("fp32", None), "fp32 (highest)": ("fp32", "highest"), "bf16": ("bf16", None)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", default="640x960")
-    ap.add_argument("--iterations", type=int, default=20)
-    ap.add_argument("--e2e", action="store_true", help="also one job through the queue")
-    args = ap.parse_args()
-    h, w = (int(v) for v in args.size.split("x"))
+def one_step(dreamer, image, layers, precision):
+    """Loss, gradient and the image after one seed step, as float64 numpy."""
+    from keras import ops
 
+    step, gradient = dreamer.gradient_fns(layers, precision)
+    x = ops.convert_to_tensor(dreamer.model.preprocess(image.astype(np.float32)[None]))
+    coeffs = ops.convert_to_tensor(np.array([1.0, 1.5, 2.0, 2.5], np.float32))
+    loss, grads = gradient(x, coeffs)
+    _, stepped = step(x, coeffs, ops.convert_to_tensor(np.float32(0.01)))
+    return float(loss), np.asarray(grads, np.float64), dreamer.model.deprocess(np.asarray(stepped))
+
+
+def engine_figures(args, device, image, gflop, model) -> None:
     import jax
-    import keras
-    from PIL import Image
 
-    from shared.models import octave_shapes
     from shared.params import parse_params
     from worker.dream import Dreamer
-    from worker.models import load_model
 
-    device = jax.devices()[0]
-    print(f"backend {keras.backend.backend()}, device {device.device_kind} ({device.platform}), jax {jax.__version__}")
-    sample = os.path.join(os.path.dirname(__file__), "..", "dreamq", "samples", "astronaut.jpg")
-    image = np.asarray(Image.open(sample).convert("RGB").resize((w, h), Image.LANCZOS))
-    shapes = octave_shapes(h, w, 3, 1.4)
-    gflop = [g * (sh * sw) / (640 * 960 / 1.4 ** (2 * (2 - i))) for i, (g, (sh, sw)) in enumerate(zip(GFLOP_640x960, shapes))]
-    dreamer = Dreamer(load_model("inception_v3", "random"))
-
-    for precision in ("fp32", "bf16"):
+    layers = ("mixed4", "mixed5", "mixed6", "mixed7")
+    jobs, one = {}, {}
+    for name, (precision, matmul) in MODES.items():
+        # A fresh Dreamer per mode: the matmul precision is read when the step is traced.
+        jax.config.update("jax_default_matmul_precision", matmul)
+        dreamer = Dreamer(model)
         params = parse_params({"iterations": args.iterations, "max_loss": "none", "precision": precision})
         t0 = time.perf_counter()
         dreamer.dream(image, params)  # first job compiles for these shapes
@@ -60,11 +63,56 @@ def main() -> None:
         per_octave = [statistics.median(steps[i * args.iterations + 1:(i + 1) * args.iterations]) for i in range(3)]
         tflops = sum(g * args.iterations for g in gflop) / 1e3 / job
         mem = (device.memory_stats() or {}).get("peak_bytes_in_use") if hasattr(device, "memory_stats") else None
-        print(f"{precision}: job {job:.2f}s (first, compiling: {first:.2f}s), median step per octave "
+        jobs[name] = job
+        print(f"{name}: job {job:.2f}s (first, compiling: {first:.2f}s), median step per octave "
               f"{', '.join(f'{s * 1e3:.1f}' for s in per_octave)} ms, {tflops:.2f} TFLOP/s"
               + (f", device memory peak {mem / 2**30:.2f} GiB" if mem else ""))
+        one[name] = one_step(dreamer, image, layers, precision)
+    jax.config.update("jax_default_matmul_precision", None)
 
-    if args.e2e:
+    ref_loss, ref_grads, ref_img = one["fp32 (highest)"]
+    print("one step, against true float32 (highest): loss rel diff / gradient rel L2 diff / image max level diff")
+    for name in MODES:
+        loss, grads, stepped = one[name]
+        print(f"  {name}: {abs(loss - ref_loss) / abs(ref_loss):.2e} / "
+              f"{np.linalg.norm(grads - ref_grads) / np.linalg.norm(ref_grads):.2e} / "
+              f"{int(np.abs(stepped.astype(int) - ref_img.astype(int)).max())}")
+    base = "fp32 (highest)"
+    print("speed-up per job against true float32: "
+          + ", ".join(f"{n} {jobs[base] / jobs[n]:.2f}x" for n in MODES)
+          + f"; bf16 against XLA-default fp32: {jobs['fp32 (XLA default)'] / jobs['bf16']:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="640x960")
+    ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--e2e", action="store_true", help="also jobs through the queue")
+    ap.add_argument("--e2e-only", action="store_true", help="only the jobs through the queue")
+    args = ap.parse_args()
+    h, w = (int(v) for v in args.size.split("x"))
+
+    import jax
+    import keras
+    from PIL import Image
+
+    from shared.models import octave_shapes
+    from worker.device import detect_bf16
+    from worker.models import load_model
+
+    device = jax.devices()[0]
+    print(f"backend {keras.backend.backend()}, device {device.device_kind} ({device.platform}), jax {jax.__version__}, "
+          f"keras {keras.__version__}")
+    bf16 = detect_bf16()
+    print(f"bf16 detection: native={bf16.native}; {bf16.device}; {bf16.reason}")
+    sample = os.path.join(os.path.dirname(__file__), "..", "dreamq", "samples", "astronaut.jpg")
+    image = np.asarray(Image.open(sample).convert("RGB").resize((w, h), Image.LANCZOS))
+    shapes = octave_shapes(h, w, 3, 1.4)
+    gflop = [g * (sh * sw) / (640 * 960 / 1.4 ** (2 * (2 - i))) for i, (g, (sh, sw)) in enumerate(zip(GFLOP_640x960, shapes))]
+    if not args.e2e_only:
+        engine_figures(args, device, image, gflop, load_model("inception_v3", "random"))
+
+    if args.e2e or args.e2e_only:
         import tempfile
         from pathlib import Path
 
@@ -76,13 +124,15 @@ def main() -> None:
         svc = Service(server.url, tmp, {"DREAMQ_MODELS": "inception_v3", "DREAMQ_INCEPTION_V3_WEIGHTS": "random",
                                         "KERAS_BACKEND": keras.backend.backend()})
         try:
-            svc.start_worker(DREAMQ_INTRA_OP_THREADS="0", DREAMQ_INTER_OP_THREADS="0", JAX_PLATFORMS="")
-            params = {"iterations": args.iterations, "max_loss": "none"}
-            svc.wait(svc.submit(image, **params), timeout=900)  # compiles the shapes
-            t0 = time.perf_counter()
-            job = svc.wait(svc.submit(image, **params), timeout=900)
-            print(f"end to end through the queue (warm worker): {time.perf_counter() - t0:.2f}s, {job.status}, "
-                  f"metrics {job.metrics}")
+            proc = svc.start_worker(DREAMQ_INTRA_OP_THREADS="0", DREAMQ_INTER_OP_THREADS="0", JAX_PLATFORMS="")
+            print(f"worker heartbeat bf16: {svc.worker_info(proc.pid).get('bf16')}")
+            for precision in ("fp32", "bf16", "auto"):
+                params = {"iterations": args.iterations, "max_loss": "none", "precision": precision}
+                svc.wait(svc.submit(image, **params), timeout=900)  # compiles the shapes
+                t0 = time.perf_counter()
+                job = svc.wait(svc.submit(image, **params), timeout=900)
+                print(f"end to end through the queue (warm worker), precision={precision}: "
+                      f"{time.perf_counter() - t0:.2f}s, {job.status}, metrics {job.metrics}, warnings {job.warnings}")
         finally:
             svc.stop()
             server.stop()

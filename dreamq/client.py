@@ -28,7 +28,7 @@ PARAM_HELP = {
     "layers": "Layers and weights, e.g. mixed4=1.0,mixed5=1.5.", "step": "Gradient ascent step.",
     "octaves": "Number of scales [3].", "octave_scale": "Size ratio between octaves [1.4].",
     "iterations": "Ascent steps per octave [20].", "max_loss": "Stop an octave past this loss, or 'none'.",
-    "max_side": "Downscale so the longer side is at most this.", "precision": "fp32 or bf16 (faster).",
+    "max_side": "Downscale so the longer side is at most this.", "precision": "fp32 (exact), bf16 (faster where the worker has native bf16, else runs fp32) or auto.",
     "tile_size": "Gradient tile by tile of this size (bounded memory).",
     "jitter": "Random roll of up to this many pixels per step.", "seed": "Seed of the random rolls.",
 }

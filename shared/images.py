@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .models import MODELS, octave_shapes
+from .models import MODELS, dream_octave_shapes, octave_shapes
 
 __all__ = ["ImageError", "decode_image", "check_size", "encode_png", "DEFAULT_MAX_PIXELS"]
 
@@ -79,20 +79,25 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side:
     return np.asarray(im, dtype=np.uint8).copy()
 
 
-def check_size(height: int, width: int, params) -> None:
-    """Raise ImageError if the smallest octave is below what the model and layers need."""
+def check_size(height: int, width: int, params) -> str | None:
+    """Refuse (ImageError) an image too small for the model even at full size; return a
+    warning when its smallest octaves are skipped (the pyramid starts at the first that fits)."""
     spec = MODELS[params.model]
     octaves, octave_scale = params.octaves, params.octave_scale
     min_side = spec.min_side_for(params.layers)
-    small_h, small_w = octave_shapes(height, width, octaves, octave_scale)[0]
-    if min(small_h, small_w) < min_side:
-        need = int(np.ceil(min_side * octave_scale ** (octaves - 1)))
+    if min(height, width) < min_side:
         raise ImageError(
             "image_too_small",
-            f"the image is {width}x{height}; with {octaves} octaves at scale {octave_scale} its smallest octave "
-            f"is {small_w}x{small_h}, below the {min_side} px minimum of {params.model} with these layers: "
-            f"give an image at least {need} px on its shorter side, or fewer octaves",
+            f"the image is {width}x{height}, below the {min_side} px minimum of {params.model} with these "
+            f"layers: give an image at least {min_side} px on its shorter side",
         )
+    shapes = dream_octave_shapes(height, width, octaves, octave_scale, min_side)
+    if len(shapes) == octaves:
+        return None
+    small_h, small_w = octave_shapes(height, width, octaves, octave_scale)[0]
+    return (f"the image is {width}x{height}: its {octaves - len(shapes)} smallest of {octaves} octaves (down to "
+            f"{small_w}x{small_h}) would be below the {min_side} px minimum of {params.model} with these layers, "
+            f"so it dreamed {len(shapes)} octave{'s' if len(shapes) > 1 else ''} from {shapes[0][1]}x{shapes[0][0]}")
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

@@ -26,7 +26,7 @@ RUNNING = f"{PREFIX}:running"  # zset id -> started_at (lost-worker detection)
 
 QUEUED_S, RUNNING_S, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 FINISHED = (SUCCEEDED, FAILED, CANCELED)
-JSON_FIELDS = ("params", "progress", "error", "metrics")
+JSON_FIELDS = ("params", "progress", "error", "metrics", "warnings")
 
 
 def job_key(job_id: str) -> str:
@@ -54,7 +54,8 @@ class Job:
     worker: str | None = None
     progress: dict[str, Any] = field(default_factory=dict)
     error: dict[str, str] | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what ran differently from what was asked, and why
     input_url: str | None = None
     preview_url: str | None = None
     result_url: str | None = None
@@ -98,9 +99,9 @@ class Job:
             "id": self.id, "status": self.status, "progress": progress, "params": self.params,
             "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at), "attempts": self.attempts, "worker": self.worker,
-            "error": self.error,
+            "error": self.error, "warnings": self.warnings,
             "metrics": {"queue_s": self.metrics.get("queue_s"), "run_s": self.metrics.get("run_s"),
-                        **({"dream_s": self.metrics["dream_s"]} if "dream_s" in self.metrics else {})},
+                        **{k: self.metrics[k] for k in ("dream_s", "precision") if k in self.metrics}},
         }
 
 
@@ -195,10 +196,10 @@ class JobQueueState:
         self._save_new = client.register_script(_SAVE_NEW)
 
     # web side
-    def create(self, params: dict[str, Any], job_id: str | None = None) -> Job:
+    def create(self, params: dict[str, Any], job_id: str | None = None, warnings: list[str] | None = None) -> Job:
         now = time.time()
         job = Job(id=job_id or str(uuid.uuid4()), status=QUEUED_S, params=params, created_at=now,
-                  enqueued_at=now, dispatch=uuid.uuid4().hex)
+                  enqueued_at=now, dispatch=uuid.uuid4().hex, warnings=list(warnings or []))
         return job
 
     def save_new(self, job: Job, max_queued: int = 0) -> bool:
@@ -209,7 +210,8 @@ class JobQueueState:
         """
         mapping = {"id": job.id, "status": job.status, "params": json.dumps(job.params), "created_at": job.created_at,
                    "enqueued_at": job.enqueued_at, "attempts": 0, "dispatch": job.dispatch,
-                   "input_url": job.input_url or "", "progress": "{}", "metrics": "{}"}
+                   "input_url": job.input_url or "", "progress": "{}", "metrics": "{}",
+                   "warnings": json.dumps(job.warnings)}
         args: list[Any] = [max_queued, self.ttl_s, job.id, job.created_at, job.enqueued_at]
         for k, v in mapping.items():
             args += [k, v]
@@ -259,12 +261,14 @@ class JobQueueState:
     def finish(self, job_id: str, worker: str, status: str, error: dict | None = None, **fields: Any) -> str:
         job = self.get(job_id)
         now = time.time()
-        metrics: dict[str, float] = {}
+        metrics: dict[str, Any] = {}
         if job is not None and job.started_at:
             metrics = {"queue_s": round(job.started_at - (job.enqueued_at or job.created_at), 4),
                        "run_s": round(now - job.started_at, 4)}
         if "dream_s" in fields:  # the engine's share of run_s; the rest is the queue's overhead
             metrics["dream_s"] = fields.pop("dream_s")
+        if "precision" in fields:  # what really ran, which may differ from what was asked
+            metrics["precision"] = fields.pop("precision")
         args: list[Any] = [worker, job_id, "status", status, "finished_at", now, "metrics", json.dumps(metrics),
                            "error", json.dumps(error) if error else ""]
         for k, v in fields.items():

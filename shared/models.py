@@ -81,3 +81,13 @@ def octave_shapes(height: int, width: int, octaves: int, scale: float) -> list[t
     for i in range(1, octaves):
         shapes.append((int(height / scale**i), int(width / scale**i)))
     return shapes[::-1]
+
+
+def dream_octave_shapes(height: int, width: int, octaves: int, scale: float, min_side: int) -> list[tuple[int, int]]:
+    """The seed's octave shapes, less the smallest ones the network cannot take.
+
+    A small photo then dreams from the first octave that fits instead of being
+    refused; for images where every octave fits, exactly the seed's shapes.
+    Empty when even the full-size image is below ``min_side``.
+    """
+    return [shape for shape in octave_shapes(height, width, octaves, scale) if min(shape) >= min_side]

@@ -63,7 +63,10 @@ class DreamParams(BaseModel):
     max_loss: float | None = Field(gt=0)
     max_side: int | None = Field(None, ge=32, le=16384)
     # Beyond the seed (all off by default, so defaults reproduce it exactly):
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: faster, loss and image kept in float32
+    # bf16 computes the network in bfloat16 (loss and image stay float32); it is
+    # faster only where the device has native bf16, so a worker without it runs
+    # fp32 and says so.  auto: the fastest mode the worker has.
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     tile_size: int | None = Field(None, ge=256, le=4096)  # gradient tile by tile: bounded memory
     jitter: int = Field(0, ge=0, le=256)  # random roll of up to this many pixels per step
     seed: int = Field(0, ge=0, le=2**31 - 1)  # for the random rolls of tiling and jitter

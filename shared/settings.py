@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -34,6 +35,9 @@ class Settings(BaseSettings):
     tile_size: int = Field(512, ge=256)
     intra_op_threads: int = Field(0, ge=0)  # 0: the framework decides
     inter_op_threads: int = Field(0, ge=0)
+    # bf16 jobs: auto runs them in bf16 only where the device has native bf16
+    # (else fp32, with a warning on the job); off never; on trusts the operator.
+    bf16: Literal["auto", "on", "off"] = "auto"
 
     # Web.
     max_content_length: int = 20 * 1024 * 1024

@@ -38,10 +38,12 @@ def ready_workers(workers: list[dict]) -> list[dict]:
     return [w for w in workers if w.get("ready")]
 
 
-def model_status(workers: list[dict]) -> dict[str, int]:
-    """Model name -> how many ready workers have it loaded."""
+def model_status(workers: list[dict], bf16_only: bool = False) -> dict[str, int]:
+    """Model name -> how many ready workers have it loaded (with ``bf16_only``: and native bf16)."""
     counts: dict[str, int] = {}
     for w in ready_workers(workers):
+        if bf16_only and not (w.get("bf16") or {}).get("native"):
+            continue
         for name, state in (w.get("models") or {}).items():
             if state == "ready":
                 counts[name] = counts.get(name, 0) + 1

@@ -16,8 +16,9 @@ def test_gpu_check_runs_on_cpu_jax():
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "backend jax" in out and "fp32: job" in out and "bf16: job" in out and "TFLOP/s" in out
-    assert "end to end through the queue (warm worker):" in out and "succeeded" in out
+    assert "backend jax" in out and "fp32 (XLA default): job" in out and "bf16: job" in out and "TFLOP/s" in out
+    assert "bf16 detection: native=" in out and "one step, against true float32" in out
+    assert "end to end through the queue (warm worker), precision=auto:" in out and "succeeded" in out
 
 
 def test_gpu_check_script_parses():

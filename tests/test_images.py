@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from shared.images import ImageError, check_size, decode_image, encode_png
+from shared.models import dream_octave_shapes, octave_shapes
 from shared.params import parse_params
 
 
@@ -77,14 +78,29 @@ def test_truncated_files_are_unsupported(photo):
         assert err.value.code == "unsupported_image"
 
 
-def test_too_small_for_the_smallest_octave_names_the_limit():
-    params = parse_params({})
+def test_an_image_too_small_even_at_full_size_is_refused_naming_the_limit():
+    params = parse_params({})  # mixed4..7 need 107 px
     with pytest.raises(ImageError) as err:
-        check_size(150, 200, params)
+        check_size(106, 300, params)
     msg = str(err.value)
-    assert err.value.code == "image_too_small" and "107 px" in msg and "210 px" in msg
-    check_size(210, 300, params)  # just enough
-    check_size(120, 120, parse_params({"octaves": 1}))
+    assert err.value.code == "image_too_small" and "107 px" in msg and "300x106" in msg
+    with pytest.raises(ImageError):
+        check_size(60, 60, parse_params({"model": "vgg16_hed", "layers": "block5_conv3=1"}))  # needs 80
+
+
+def test_small_images_skip_the_octaves_that_do_not_fit_with_a_warning():
+    params = parse_params({})
+    # The seed's own size limit for 3 octaves is 210 px; a 224x150 photo skips its smallest octave.
+    warning = check_size(150, 224, params)
+    assert warning is not None and "224x150" in warning and "1 smallest of 3 octaves" in warning
+    assert "dreamed 2 octaves from 160x107" in warning
+    assert dream_octave_shapes(150, 224, 3, 1.4, 107) == [(107, 160), (150, 224)]
+    # Only the full size fits: one octave.
+    assert "dreamed 1 octave from 130x110" in check_size(110, 130, params)
+    # Where every octave fits, nothing is skipped and the shapes are exactly the seed's.
+    assert check_size(210, 300, params) is None
+    assert dream_octave_shapes(210, 300, 3, 1.4, 107) == octave_shapes(210, 300, 3, 1.4)
+    assert check_size(120, 120, parse_params({"octaves": 1})) is None
 
 
 def test_max_side_downscales_keeping_aspect(photo):

@@ -120,12 +120,12 @@ def submit_from_request() -> Job:
 
     # The filename is ignored: nothing a client names reaches the file system.
     rgb = decode_image(data, max_pixels=svc.settings.max_pixels, max_side=params.max_side)
-    check_size(rgb.shape[0], rgb.shape[1], params)
+    small = check_size(rgb.shape[0], rgb.shape[1], params)  # a warning when small octaves are skipped
 
     state = svc.state
     if state.queue_depth() >= svc.settings.max_queued:  # cheap early answer; save_new enforces the cap
         raise queue_full()
-    job = state.create(params.model_dump())
+    job = state.create(params.model_dump(), warnings=[small] if small else [])
     job.input_url = svc.store.put(job.id, INPUT, encode_png(rgb))  # the worker decodes this again
     if not state.save_new(job, max_queued=svc.settings.max_queued):  # lost the race for the last slots
         svc.store.delete(job.id)
@@ -276,10 +276,13 @@ def job_events(job_id: str):
 
 @bp.get("/models")
 def list_models():
-    loaded = model_status(live_workers(services().redis))
+    workers = live_workers(services().redis)
+    loaded, bf16 = model_status(workers), model_status(workers, bf16_only=True)
     models = [{"name": m.name, "title": m.title, "default": m.name == DEFAULT_MODEL, "layers": list(m.layers),
                "default_layers": m.default_layers, "step": m.step, "max_loss": m.max_loss, "min_side": m.min_side,
-               "presets": m.presets, "loaded": loaded.get(m.name, 0) > 0, "ready_workers": loaded.get(m.name, 0)}
+               "presets": m.presets, "loaded": loaded.get(m.name, 0) > 0, "ready_workers": loaded.get(m.name, 0),
+               # Workers that run precision=bf16 in bf16; the others run such jobs in fp32.
+               "bf16_workers": bf16.get(m.name, 0)}
               for m in MODELS.values()]
     return jsonify({"models": models})
 

@@ -1,7 +1,16 @@
-"""The OpenAPI 3.1 description of the HTTP API, written by hand: it is the contract."""
+"""The OpenAPI 3.1 description of the HTTP API, written by hand: it is the contract.
+
+Only the dream parameters are derived: from the pydantic model that validates them
+(shared.params.DreamParams) and the model catalog, so that their bounds have one source.
+Code generators are one of its readers (tests/test_openapi_client.py generates a client
+with openapi-python-client and dreams with it), schemathesis another (tests/test_fuzz.py).
+"""
 from __future__ import annotations
 
-from shared.params import MAX_ITERATIONS, MAX_OCTAVES
+import copy
+
+from shared.models import DEFAULT_MODEL, MODELS
+from shared.params import DreamParams
 
 ERROR_CODES = ["not_found", "no_preview", "invalid_params", "unsupported_image", "image_too_large", "image_too_small",
                "upload_too_large", "unsupported_media_type", "not_succeeded", "job_finished", "unauthorized",
@@ -32,11 +41,100 @@ TIME = {"type": ["string", "null"], "format": "date-time"}
 URL = {"type": ["string", "null"]}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "description": "The job's id (a UUID4).",
           "schema": {"type": "string", "format": "uuid"}}
-PNG = {"content": {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}}
+# format: binary is what generators read as "bytes" (a file); contentMediaType is 3.1's own spelling.
+PNG = {"content": {"image/png": {"schema": {"type": "string", "format": "binary", "contentMediaType": "image/png"}}}}
 
-# One Server-Sent Event (tools such as schemathesis validate each event of a stream against the schema).
+# -- dream parameters, from the pydantic model -------------------------------------
+
+# Words only; every bound, type and default comes from DreamParams.  A Field(description=...)
+# in shared/params.py takes precedence over these.
+PARAM_DOCS = {
+    "model": "A model of /api/v1/models.",
+    "preset": "A preset of the model, see /api/v1/models.",
+    "layers": "Layer name -> weight in the loss; the model's (or preset's) layers if missing.",
+    "octaves": "Scales of the image pyramid, each dreamed on in turn.",
+    "octave_scale": "Size ratio between one octave and the next.",
+    "iterations": "Gradient ascent steps per octave.",
+    "step": "Gradient ascent step, in the model's input units; the model's default if missing.",
+    "max_loss": "Stop an octave once the loss exceeds this; null: never. The model's default if missing.",
+    "max_side": "Downscale the input so that its longer side is at most this.",
+    "precision": "fp32: exact. bf16: the network in bfloat16 (the loss and the image stay float32), faster only "
+                 "where the worker's device has native bf16; a worker without it runs fp32 and says so in the "
+                 "job's `warnings`. auto: the fastest mode the worker has. `metrics.precision` says what ran.",
+    "tile_size": "Compute the gradient tile by tile (bounded memory).",
+    "jitter": "Random roll of up to this many pixels per step.",
+    "seed": "Seed of the random rolls of tiling and jitter.",
+}
+# How a multipart form spells what JSON has as an object or null (see shared/params.py).
+FORM_LAYERS = {"type": "string", "examples": ["block3_conv3=1.0,block4_conv3=1.5"],
+               "description": "Layer name -> weight, as `name=weight` pairs separated by commas "
+                              "(a name alone weighs 1.0); the model's (or preset's) layers if missing."}
+FORM_NONE = {"max_loss": ["none", "off"]}  # the only null the form can ask for; other nulls are the default
+
+
+def _params_schemas() -> tuple[dict, dict]:
+    """(the Params schema, extra component schemas) from DreamParams, with the model enum from the catalog."""
+    schema = DreamParams.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    schema.pop("title", None)  # the component's name is Params
+    for name, prop in schema["properties"].items():
+        # Generators name classes after titles: pydantic's "Model" would shadow the Model schema.
+        prop.pop("title", None)
+        if name in PARAM_DOCS:
+            prop.setdefault("description", PARAM_DOCS[name])
+    # The model field is a str checked against the catalog by a validator: pydantic cannot see the choice.
+    schema["properties"]["model"].update(enum=list(MODELS), default=DEFAULT_MODEL)
+    schema["description"] = (schema.get("description", "") + " In a job, these are the effective values: "
+                             "every missing one filled in from the model and preset.").strip()
+    return schema, defs
+
+
+def _form_field(name: str, prop: dict) -> dict:
+    """The multipart field of one parameter: typed as in JSON, objects and nulls in their form spelling.
+
+    No `default`: a generator would then send it always, and an explicit value overrides the preset's.
+    """
+    if prop.get("type") == "object":
+        return dict(FORM_LAYERS) if name == "layers" else {"type": "string", "description": prop.get("description", "")}
+    field = copy.deepcopy(prop)
+    # A null is asked for by leaving the field out (it is the default), except where the form has a word.
+    branches = [b for b in field.pop("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        field.update(branches[0])
+    elif branches:
+        field["anyOf"] = branches
+    description = field.pop("description", "")
+    if name in FORM_NONE:
+        field = {"anyOf": [field, {"type": "string", "enum": FORM_NONE[name]}]}
+        description = description.replace("null:", f"`{FORM_NONE[name][0]}`:")
+    default = field.pop("default", None)
+    if default is not None:
+        unless = "." if name in ("model", "preset") else ", unless the preset sets it."
+        description += f" Left out: {default}{unless}"
+    return {**field, "description": description.strip()}
+
+
+PARAMS_SCHEMA, PARAMS_DEFS = _params_schemas()
+SUBMIT_FORM = {
+    "type": "object", "required": ["image"], "additionalProperties": False,
+    "description": "The photo and, as form fields, any Params; a missing (or blank) field takes the model's "
+                   "(and preset's) default.",
+    "properties": {
+        "image": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream",
+                  "description": "PNG, JPEG, GIF, WebP, BMP or TIFF, sent as a file part (with a filename; "
+                                 "its name is ignored)."},
+        **{name: _form_field(name, prop) for name, prop in PARAMS_SCHEMA["properties"].items()},
+    },
+}
+
+# -- the event stream --------------------------------------------------------------
+
+# One Server-Sent Event as SSE-aware tools read it (schemathesis validates each event against it).
 SSE_EVENT = {
-    "type": "object",
+    "type": "object", "required": ["event", "data"],
+    "description": "One event. `progress` (on each change) and `end` (the final state) carry the Job; `error` "
+                   "an Error (the job expired, or the queue is unreachable); `timeout` a message (reconnect for "
+                   "more).",
     "properties": {
         "event": {"type": "string", "enum": ["progress", "end", "error", "timeout"]},
         "data": {"type": "string", "contentMediaType": "application/json",
@@ -46,33 +144,18 @@ SSE_EVENT = {
         "retry": {"type": "integer", "minimum": 0},
     },
 }
-
-PARAMS_SCHEMA = {
-    "type": "object",
-    "description": "Dream parameters; a missing one takes the model's (and preset's) default.",
-    "properties": {
-        "model": {"type": "string", "enum": ["inception_v3", "vgg16_hed"], "default": "inception_v3"},
-        "preset": {"type": ["string", "null"], "description": "A preset of the model, see /api/v1/models."},
-        "layers": {"type": "object", "additionalProperties": {"type": "number"},
-                   "description": "Layer name -> weight. As a form field: `mixed4=1.0,mixed5=1.5`."},
-        "step": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
-        "octaves": {"type": "integer", "minimum": 1, "maximum": MAX_OCTAVES, "default": 3},
-        "octave_scale": {"type": "number", "minimum": 1, "maximum": 4, "default": 1.4},
-        "iterations": {"type": "integer", "minimum": 0, "maximum": MAX_ITERATIONS, "default": 20},
-        "max_loss": {"type": ["number", "null"], "exclusiveMinimum": 0,
-                     "description": "Stop an octave once the loss exceeds this; `none` (form) / null: never."},
-        "max_side": {"type": ["integer", "null"], "minimum": 32, "maximum": 16384,
-                     "description": "Downscale the input so that its longer side is at most this."},
-        "precision": {"type": "string", "enum": ["fp32", "bf16"], "default": "fp32",
-                      "description": "bf16 is faster; the loss and the image stay float32."},
-        "tile_size": {"type": ["integer", "null"], "minimum": 256, "maximum": 4096,
-                      "description": "Compute the gradient tile by tile (bounded memory)."},
-        "jitter": {"type": "integer", "minimum": 0, "maximum": 256, "default": 0,
-                   "description": "Random roll of up to this many pixels per step."},
-        "seed": {"type": "integer", "minimum": 0, "maximum": 2147483647, "default": 0,
-                 "description": "Seed of the random rolls of tiling and jitter."},
-    },
+# The body of the stream.  OpenAPI 3.1 has no per-event schema (3.2's itemSchema), and its readers
+# differ: a plain HTTP client (and a generated one) reads the whole body as text once the stream
+# ends, so a string; schemathesis reads 3.1's schema as that of each event.  anyOf holds both, so a
+# generator returns the text instead of parsing it as JSON, and each event is still checked.
+SSE_BODY = {
+    "anyOf": [{"type": "string", "description": "The stream as text, as a plain HTTP client reads it."},
+              _ref("ServerSentEvent")],
+    "description": "`text/event-stream`: a `retry` hint, then `event:`/`data:` blocks, data being one line of "
+                   "JSON; lines starting with `:` are keep-alives.",
 }
+SSE_EXAMPLE = ('retry: 2000\n\nevent: progress\ndata: {"id": "…", "status": "running", …}\n\n'
+               'event: end\ndata: {"id": "…", "status": "succeeded", …}\n\n')
 
 SCHEMAS = {
     "Error": {
@@ -88,6 +171,8 @@ SCHEMAS = {
         }},
     },
     "Params": PARAMS_SCHEMA,
+    **PARAMS_DEFS,
+    "ServerSentEvent": SSE_EVENT,
     "Progress": {
         "type": "object",
         "properties": {"fraction": {"type": "number", "minimum": 0, "maximum": 1},
@@ -111,7 +196,11 @@ SCHEMAS = {
             "error": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["code", "message"],
                                                    "properties": {"code": {"type": "string"},
                                                                   "message": {"type": "string"}}}]},
-            "metrics": {"type": "object", "properties": {"queue_s": NUM, "run_s": NUM}},
+            "warnings": {"type": "array", "items": {"type": "string"},
+                         "description": "What ran differently from what was asked, and why."},
+            "metrics": {"type": "object", "properties": {
+                "queue_s": NUM, "run_s": NUM, "dream_s": NUM | {"description": "The engine's share of run_s."},
+                "precision": {"type": "string", "description": "The precision that really ran."}}},
             "links": {"type": "object", "description": "result and preview are null until they exist.",
                       "properties": {"self": {"type": "string"}, "result": URL, "preview": URL,
                                      "cancel": {"type": "string"}, "events": {"type": "string"}}},
@@ -129,7 +218,9 @@ SCHEMAS = {
                        "step": {"type": "number"}, "max_loss": NUM, "min_side": {"type": "integer"},
                        "presets": {"type": "object", "additionalProperties": {"type": "object"}},
                        "loaded": {"type": "boolean", "description": "A ready worker has it loaded."},
-                       "ready_workers": {"type": "integer"}},
+                       "ready_workers": {"type": "integer"},
+                       "bf16_workers": {"type": "integer",
+                                        "description": "Ready workers that run precision=bf16 in bf16."}},
     },
     "Readiness": {"type": "object", "required": ["status"],
                   "properties": {"status": {"type": "string", "enum": ["ready", "unready"]},
@@ -160,12 +251,7 @@ SPEC = {
             "post": {
                 "tags": ["jobs"], "operationId": "createJob", "summary": "Submit a photo to dream on.",
                 "requestBody": {"required": True, "content": {"multipart/form-data": {
-                    "schema": {"type": "object", "required": ["image"], "properties": {
-                        "image": {"type": "string", "contentMediaType": "application/octet-stream",
-                                  "description": "PNG, JPEG, GIF, WebP, BMP or TIFF; its filename is ignored."},
-                        **{k: {"type": "string", "description": f"See Params.{k}."} for k in PARAMS_SCHEMA["properties"]},
-                    }},
-                }}},
+                    "schema": SUBMIT_FORM}}},
                 "responses": {
                     "202": {**_json(_ref("Job"), "Queued."),
                             "headers": {"Location": {"description": "The job's URL.", "schema": {"type": "string"}}}},
@@ -226,8 +312,10 @@ SPEC = {
                     "summary": "Server-Sent Events: `progress` on each change, `end` with the final state.",
                     "description": "Each event's data is the Job JSON. The stream ends after `end`, or with a "
                                    "`timeout` event after a server-set time (reconnect), or an `error` event.",
-                    "responses": {"200": {"description": "An event stream; the schema is that of one event.",
-                                          "content": {"text/event-stream": {"schema": SSE_EVENT}}},
+                    "responses": {"200": {"description": "An event stream. It ends after `end`, `timeout` or "
+                                                         "`error`: a client that reads the whole body gets it then.",
+                                          "content": {"text/event-stream": {"schema": SSE_BODY,
+                                                                            "example": SSE_EXAMPLE}}},
                                   **SECURED, "404": _resp("NotFound"), "503": _resp("Unavailable")}},
         },
         "/api/v1/models": {

@@ -35,17 +35,19 @@ def catalog() -> dict:
             for m in MODELS.values()}
 
 
-def loaded_models() -> dict[str, int] | None:
-    """Model -> ready workers holding it; None when Redis cannot tell (the form still works)."""
+def loaded_models() -> tuple[dict[str, int], dict[str, int]] | tuple[None, None]:
+    """Model -> ready workers holding it, and those of them with native bf16;
+    (None, None) when Redis cannot tell (the form still works)."""
     try:
-        return model_status(live_workers(services().redis))
+        workers = live_workers(services().redis)
     except (redis.RedisError, ApiError):
-        return None
+        return None, None
+    return model_status(workers), model_status(workers, bf16_only=True)
 
 
 def form_page(values: dict | None = None, error: ApiError | None = None, status: int = 200):
     values = values or {}
-    loaded = loaded_models()
+    loaded, bf16 = loaded_models()
     if values.get("model") in MODELS:
         model = values["model"]
     elif loaded and not loaded.get(DEFAULT_MODEL):
@@ -54,7 +56,7 @@ def form_page(values: dict | None = None, error: ApiError | None = None, status:
     else:
         model = DEFAULT_MODEL
     html = render_template("index.html", models=MODELS, catalog=catalog(), model=model, values=values, error=error,
-                           loaded=loaded)
+                           loaded=loaded, bf16=bf16)
     return html, status
 
 

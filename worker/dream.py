@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from shared.models import octave_shapes
+from shared.models import dream_octave_shapes
 from shared.params import DreamParams
 
 from .models import DreamModel
@@ -211,6 +211,8 @@ class Dreamer:
         True the job stops there with Canceled.
         """
         layers = tuple(params.layers)
+        if params.precision not in ("fp32", "bf16"):  # "auto" is the caller's to resolve (worker.device)
+            raise ValueError(f"precision must be fp32 or bf16 here, not {params.precision!r}")
         step, gradient = self.gradient_fns(layers, params.precision)
         coeffs = ops.convert_to_tensor(np.array([params.layers[n] for n in layers], np.float32))
         learning_rate = ops.convert_to_tensor(np.float32(params.step))
@@ -221,7 +223,11 @@ class Dreamer:
         started = time.perf_counter()
 
         original = ops.convert_to_tensor(self.model.preprocess(image.astype(np.float32)[None]))
-        shapes = octave_shapes(image.shape[0], image.shape[1], params.octaves, params.octave_scale)
+        # The seed's octaves; a small image skips those below the network's minimum.
+        min_side = self.model.spec.min_side_for(layers)
+        shapes = dream_octave_shapes(image.shape[0], image.shape[1], params.octaves, params.octave_scale, min_side)
+        if not shapes:
+            raise ValueError(f"the image is {image.shape[1]}x{image.shape[0]}, below the {min_side} px minimum")
         shrunk_original = resize(original, shapes[0])
 
         img = original

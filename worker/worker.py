@@ -60,6 +60,7 @@ class Worker:
         self.dreamers: dict[str, Any] = {}
         self.unavailable: dict[str, str] = {}
         self.current_job: str | None = None
+        self.bf16 = None  # Bf16Support, detected with the models
         self.ready = False
         self.stopping = threading.Event()
         self._beat = threading.Event()
@@ -70,9 +71,13 @@ class Worker:
 
     def load_models(self) -> None:
         """Build and warm every configured model; a missing one is reported, not fatal."""
+        from .device import detect_bf16
         from .dream import Dreamer
         from .models import WeightsUnavailable, load_model
 
+        self.bf16 = detect_bf16(self.settings.bf16)
+        log.info("bf16 %s on %s: %s", "native" if self.bf16.native else "not native", self.bf16.device,
+                 self.bf16.reason)
         for name in self.settings.models:
             t0 = time.perf_counter()
             try:
@@ -95,6 +100,7 @@ class Worker:
         models.update({name: f"unavailable: {why}" for name, why in self.unavailable.items()})
         return {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "device": self.device,
                 "backend": keras.backend.backend(), "models": models, "job": self.current_job,
+                "bf16": self.bf16.as_dict() if self.bf16 else None,
                 "ready": self.ready and not self.stopping.is_set(), "started_at": self.started_at}
 
     # -- heartbeat and lost-worker recovery -----------------------------------
@@ -190,6 +196,12 @@ class Worker:
             params = DreamParams.model_validate(job.params)
         except ValueError as exc:
             return fail("invalid_params", str(exc))
+        from .device import resolve_precision
+
+        precision, warning = resolve_precision(params.precision, self.bf16)
+        params = params.model_copy(update={"precision": precision})
+        if warning and warning not in job.warnings:  # a second attempt does not repeat it
+            self.jobs.update(job_id, self.id, warnings=[*job.warnings, warning])
         dreamer = self.dreamers.get(params.model)
         if dreamer is None:
             why = self.unavailable.get(params.model, f"this worker does not load {params.model}")
@@ -243,7 +255,7 @@ class Worker:
             log.exception("job %s crashed", job_id)
             return fail("internal_error", f"{type(exc).__name__}: {exc}")
         progress.flush()
-        self.jobs.finish(job_id, self.id, SUCCEEDED, result_url=url, dream_s=round(dream_s, 4))
+        self.jobs.finish(job_id, self.id, SUCCEEDED, result_url=url, dream_s=round(dream_s, 4), precision=precision)
         log.info("job %s succeeded in %.2fs", job_id, time.monotonic() - started)
         return SUCCEEDED
 

@@ -20,7 +20,9 @@
       if (p.loss !== null) parts.push("loss " + p.loss.toFixed(2));
       if (p.eta_s) parts.push("about " + Math.round(p.eta_s) + " s left");
     }
-    if (job.status === "succeeded" && job.metrics.run_s) parts.push("done in " + job.metrics.run_s.toFixed(1) + " s");
+    if (job.status === "succeeded" && job.metrics.run_s) {
+      parts.push("done in " + job.metrics.run_s.toFixed(1) + " s" + (job.metrics.precision ? " (" + job.metrics.precision + ")" : ""));
+    }
     return parts.join(", ");
   }
 
@@ -32,6 +34,16 @@
     $("bar").value = job.progress.fraction || 0;
     $("detail").textContent = detail(job);
     $("cancel").hidden = finished;
+    var warnings = job.warnings || [];
+    if (warnings.join("\n") !== $("warnings").dataset.shown) {  // rebuilt only when they change
+      $("warnings").dataset.shown = warnings.join("\n");
+      $("warnings").replaceChildren.apply($("warnings"), warnings.map(function (w) {
+        var li = document.createElement("li");
+        li.textContent = w;
+        return li;
+      }));
+      $("warnings").hidden = warnings.length === 0;
+    }
     if (job.error && job.status !== "canceled") {
       $("error").textContent = "The dream failed: " + (WORDS[job.error.code] || job.error.message);
       $("error").hidden = false;
