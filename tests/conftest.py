@@ -119,13 +119,22 @@ class Service:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             info = self.worker_info(pid)
-            if info and info["ready"]:
-                time.sleep(0.5)  # Celery's consumer starts right after the models
+            # Celery's consumer starts after the models: ready once it answers a ping.
+            if info and info["ready"] and self.consuming(pid):
                 return info
             if any(p.pid == pid and p.poll() is not None for p in self.procs):
                 raise RuntimeError(f"worker {pid} exited: {self.read_logs()}")
             time.sleep(0.1)
         raise TimeoutError(f"worker {pid} not ready: {self.read_logs()}")
+
+    def consuming(self, pid: int) -> bool:
+        """The worker's Celery consumer answers a ping: its event loop runs, it takes messages."""
+        import socket
+
+        # A fresh broker connection each time: a pooled one may predate a Redis restart.
+        with self.celery.connection_for_write() as conn:
+            return bool(self.celery.control.ping(destination=[f"dreamq-{pid}@{socket.gethostname()}"], timeout=1,
+                                                 connection=conn))
 
     def read_logs(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.logs.glob("*.log")))

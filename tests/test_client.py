@@ -112,18 +112,53 @@ def test_cancel(server, image_file, clean_redis):
     assert r.exit_code == 2 and "succeeded" in r.stderr
 
 
-def _play_worker(app, job_id, clean_redis, photo, outcome):
-    """Moves the job as a worker does, through JobQueueState and the store."""
+class ClientReads:
+    """Which version of the job the ``dreamq`` client has read (Flask's request signals), so that the
+    fake worker below moves it on only once the client has fetched its current state: every state
+    shows, however fast or slow anything runs."""
+
+    def __init__(self, app):
+        from flask import request_finished, request_started
+
+        self.path, self.version, self.seen = None, 0, 0
+        self.cond = threading.Condition()
+        request_started.connect(self._started, app, weak=False)
+        request_finished.connect(self._finished, app, weak=False)
+
+    def _started(self, sender, **_):
+        from flask import g
+
+        g.job_version = self.version  # changes made before this read are in its answer
+
+    def _finished(self, sender, response, **_):
+        from flask import g, request
+
+        if request.method == "GET" and request.path == self.path:
+            with self.cond:
+                self.seen = max(self.seen, g.job_version)
+                self.cond.notify_all()
+
+    def changed(self, timeout: float = 60) -> None:
+        """Call after each change to the job: returns once the client has read it."""
+        with self.cond:
+            self.version += 1
+            assert self.cond.wait_for(lambda: self.seen >= self.version, timeout), "the client stopped reading"
+
+
+def _play_worker(app, job_id, clean_redis, photo, outcome, reads):
+    """Moves the job as a worker does, through JobQueueState and the store, in step with the client."""
     state, store = app.extensions["dreamq"].state, app.extensions["dreamq"].store
-    time.sleep(0.5)
+    reads.path = f"/api/v1/jobs/{job_id}"
+    reads.changed()  # the client shows the job queued
     dispatch = clean_redis.hget(job_key(job_id), "dispatch").decode()
     state.start(job_id, dispatch, "host:9")
+    reads.changed()
     for step in range(4):
-        time.sleep(0.2)
         state.update(job_id, "host:9", progress={"fraction": (step + 1) / 5, "octave": step // 2, "octaves": 2,
                                                  "step": step % 2, "steps": 2, "loss": 1.5 + step, "eta_s": 1.0})
         if step == 1:
             state.update(job_id, "host:9", preview_url=store.put(job_id, PREVIEW, encode(photo[:200, :200])))
+        reads.changed()
     if outcome == "succeeded":
         store.put(job_id, RESULT, encode(photo[:300, :400]))
         state.finish(job_id, "host:9", "succeeded")
@@ -138,27 +173,29 @@ def _play_worker(app, job_id, clean_redis, photo, outcome):
 def test_submit_wait_shows_progress_and_saves_the_result(server, image_file, clean_redis, photo, tmp_path, outcome,
                                                          code):
     url, app = server()
+    reads = ClientReads(app)
     out = tmp_path / "out" / "dream.png"
-    runner = threading.Thread
     result = {}
 
     def run():
         result["r"] = dreamq("submit", image_file, "--server", url, "--wait", "-o", out)
 
-    client = runner(target=run)
+    client = threading.Thread(target=run)
     client.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while not clean_redis.zcard("dreamq:queued") and time.monotonic() < deadline:
         time.sleep(0.05)
     job_id = clean_redis.zrange("dreamq:queued", 0, -1)[0].decode()
-    _play_worker(app, job_id, clean_redis, photo, outcome)
-    client.join(30)
+    _play_worker(app, job_id, clean_redis, photo, outcome, reads)
+    client.join(60)
     r = result["r"]
     assert r.exit_code == code, r.output
     assert r.stdout.strip() == job_id
+    # The client read every state, so it showed every one.
+    assert "queued" in r.stderr and "octave 1/2, loss 1.50" in r.stderr and "octave 2/2, loss 4.50" in r.stderr
     if outcome == "succeeded":
         assert Image.open(out).size == (400, 300) and "wrote" in r.stderr
-        assert "octave 2/2" in r.stderr or "100%" in r.stderr  # the progress bar
+        assert "100%" in r.stderr
     else:
         assert not out.exists()
         assert outcome in r.stderr

@@ -43,14 +43,22 @@ def test_vgg16_hed_dreams_substantially_and_deterministically(vgg, vgg_photo):
     change = np.abs(first.astype(int) - vgg_photo.astype(int))
     assert change.mean() > 8, f"mean change {change.mean():.1f}/255 is no dream"
     assert (change > 32).mean() > 0.05, "the dream should redraw a visible share of the pixels"
-    assert np.abs(first.astype(int) - again.astype(int)).max() <= 1
+    # Repeatable: no randomness in the engine.  Not asked bit for bit: runs in one process
+    # can differ in the last bits (see test_fidelity), which 24 steps can amplify to a few
+    # levels in a small patch; any randomness would move most of the picture.
+    again_diff = np.abs(first.astype(int) - again.astype(int))
+    assert (again_diff > 1).mean() < 0.01, f"{(again_diff > 1).mean():.2%} of values differ between two runs"
 
 
 def test_max_loss_stops_an_octave_early(vgg, vgg_photo):
     seen = []
     full = parse_params({"model": "vgg16_hed", "iterations": 6, "octaves": 1})
     vgg.dream(vgg_photo, full, on_progress=seen.append)
-    threshold = seen[2].loss  # crossed at the 4th step
+    # Midway between the 3rd and the 4th step's loss (each step raises it by > 20 %
+    # here): the capped run crosses at the 4th step without relying on being bit
+    # for bit the same as this one.
+    assert seen[3].loss > 1.1 * seen[2].loss
+    threshold = (seen[2].loss + seen[3].loss) / 2
     seen.clear()
     capped = parse_params({"model": "vgg16_hed", "iterations": 6, "octaves": 1, "max_loss": threshold})
     vgg.dream(vgg_photo, capped, on_progress=seen.append)
