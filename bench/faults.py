@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.machine import print_header
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"model": "vgg16_hed", "layers": "block3_conv3=1", "octaves": 1, "iterations": 1}
 # About 3-6 s on one CPU thread at 96x96: long enough to be hit mid-run.
@@ -422,6 +424,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", choices=SCENARIOS, default=SCENARIOS)
     args = ap.parse_args()
+    print_header()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     tmp = Path(tempfile.mkdtemp(prefix="dreamq-faults-"))
     image = test_image()

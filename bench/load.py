@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.machine import print_header
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"model": "vgg16_hed", "layers": "block3_conv3=1", "octaves": "1", "iterations": "1"}
 
@@ -245,6 +247,7 @@ def main() -> None:
     ap.add_argument("--max-queued", type=int, default=1000, help="DREAMQ_MAX_QUEUED")
     ap.add_argument("--deadline", type=float, default=600, help="seconds for submitting and draining, at most")
     args = ap.parse_args()
+    print_header()
 
     import json
 

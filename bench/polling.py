@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from bench.machine import print_header
+
 
 def wrk(url: str, seconds: int, connections: int, pin: bool) -> dict:
     out = subprocess.run([*(["taskset", "-c", "1"] if pin else []), "wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s",
@@ -43,6 +45,7 @@ def main() -> None:
                     help="DREAMQ_INTRA/INTER_OP_THREADS of the worker; 0: TensorFlow's default (all cores)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores (a shared host)")
     args = ap.parse_args()
+    print_header()
     if not shutil.which("wrk"):
         sys.exit("needs wrk: apt-get install wrk")
 

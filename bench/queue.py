@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.machine import print_header
+
 
 def pct(values, q):
     return float(np.percentile(values, q))
@@ -28,6 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=50)
     args = ap.parse_args()
+    print_header()
 
     from PIL import Image
 

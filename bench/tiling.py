@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
-import time
+
+from bench.machine import print_header
 
 CHILD = r"""
 import json, resource, sys, time
@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--model", default="inception_v3", help="inception_v3 uses random weights here")
     args = ap.parse_args()
+    print_header()
     h, w = (int(v) for v in args.size.split("x"))
     tiled = run(h, w, args.iterations, args.tile, f"docs/images/tiled_{args.model}_{w}x{h}.jpg", args.model)
     untiled = run(h, w, args.iterations, "none", "-", args.model)

@@ -18,9 +18,11 @@ def test_cpu_flags_decide_native_bf16():
     zen3 = cpu_bf16(ZEN3)
     assert not zen3.native and "AMD EPYC 7B13" in zen3.device and "no bf16 instructions" in zen3.reason
     assert not cpu_bf16(SKYLAKE).native  # AVX-512 alone is not bf16
-    assert cpu_bf16(COOPER_LAKE).native
+    # avx512_bf16 without AMX: bf16 measured 1.6x slower than fp32 (docs/PERFORMANCE.md).
+    cooper = cpu_bf16(COOPER_LAKE)
+    assert not cooper.native and "avx512_bf16 but no AMX" in cooper.reason
     spr = cpu_bf16(SAPPHIRE_RAPIDS)
-    assert spr.native and "avx512_bf16 and amx_bf16" in spr.reason
+    assert spr.native and "amx_bf16" in spr.reason
     assert not cpu_bf16("").native  # unreadable: assume the slow case never happens silently
 
 
@@ -35,7 +37,7 @@ def test_this_machine_is_detected_without_error():
     # Whatever this CPU is, detection answers, and agrees with its flags.
     with open("/proc/cpuinfo") as f:
         flags = set(next((line for line in f if line.startswith("flags")), "").split())
-    assert cpu_bf16().native == bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert cpu_bf16().native == ("amx_bf16" in flags)
 
 
 def test_a_job_runs_bf16_only_where_it_is_native():

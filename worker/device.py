@@ -1,10 +1,12 @@
 """What this worker's device computes fast: is bfloat16 native here, or emulated?
 
-bf16 halves the network's memory traffic and, on hardware with bf16 units,
-roughly doubles its throughput.  Without them the framework emulates it, and a
-bf16 step is many times *slower* than fp32 (8.6x measured on an AVX2-only AMD
-Zen 3).  So a worker checks once, at start, and a job that asks for bf16 on a
-device without it runs fp32 and says so.
+bf16 halves the network's memory traffic and, on hardware with bf16 matrix
+units, roughly doubles its throughput.  Without them a bf16 step is *slower*
+than fp32: 8.6x on an AVX2-only AMD Zen 3 (emulated), and still 1.6x on a Xeon
+with AVX512_BF16 but no AMX (the dot-product instruction alone does not pay
+for the conversions around it; docs/PERFORMANCE.md).  So a worker checks once,
+at start, and a job that asks for bf16 on a device without it runs fp32 and
+says so.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from dataclasses import asdict, dataclass
 
 __all__ = ["Bf16Support", "detect_bf16", "cpu_bf16", "gpu_bf16", "resolve_precision"]
 
-# x86 flags of the instructions that compute bf16 dot products natively
-# (/proc/cpuinfo names); oneDNN, which TensorFlow and XLA use on CPUs, uses them.
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# x86: AMX tiles (Sapphire Rapids and later) make oneDNN's bf16 convolutions
+# faster than fp32; avx512_bf16 alone was measured slower (see above).
+CPU_BF16_FLAGS = ("amx_bf16",)
 # NVIDIA: tensor cores take bf16 from Ampere (compute capability 8.0) on.
 GPU_BF16_MIN_CC = (8, 0)
 
@@ -50,12 +52,15 @@ def cpu_bf16(cpuinfo: str | None = None) -> Bf16Support:
         except OSError:
             cpuinfo = ""
     model, flags = cpu_model_and_flags(cpuinfo)
-    have = [f for f in CPU_BF16_FLAGS if f in flags]
-    if have:
-        return Bf16Support(True, f"cpu: {model}", f"this worker's CPU has {' and '.join(have)}")
+    device = f"cpu: {model}"
+    if flags & set(CPU_BF16_FLAGS):
+        return Bf16Support(True, device, "this worker's CPU has AMX bf16 (amx_bf16)")
     if not flags:
-        return Bf16Support(False, f"cpu: {model}", "this worker could not read its CPU's flags; assuming no bf16")
-    return Bf16Support(False, f"cpu: {model}", "this worker's CPU has no bf16 instructions (avx512_bf16 or amx_bf16)")
+        return Bf16Support(False, device, "this worker could not read its CPU's flags; assuming no fast bf16")
+    if "avx512_bf16" in flags:
+        return Bf16Support(False, device, "this worker's CPU has avx512_bf16 but no AMX, where bf16 is slower "
+                                          "than fp32")
+    return Bf16Support(False, device, "this worker's CPU has no bf16 instructions")
 
 
 def gpu_bf16(name: str, capability: tuple[int, int]) -> Bf16Support:
