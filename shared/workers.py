@@ -48,3 +48,54 @@ def model_status(workers: list[dict], bf16_only: bool = False) -> dict[str, int]
             if state == "ready":
                 counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+# -- is a worker of this host alive? (the image's HEALTHCHECK, `dreamq worker --check`) --------
+# A worker's heartbeat key expires DREAMQ_HEARTBEAT_TTL_S after its last beat, so a live key
+# means that its process runs and reaches Redis.  Its record names the host (a container's
+# hostname) and the pid, so only this host's workers count, and only while their process runs.
+
+def redis_url_for(settings) -> str | None:
+    """DREAMQ_REDIS_URL, else the embedded Redis of `dreamq up` (it writes its port in the data dir)."""
+    if settings.redis_url:
+        return settings.redis_url
+    port_file = settings.data_dir / "redis" / "port"
+    if port_file.is_file():
+        return f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
+    return None
+
+
+def process_running(pid) -> bool:
+    import os
+
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def local_worker_problem(settings=None) -> str | None:
+    """Why no worker process of this host has a live heartbeat; None when one has."""
+    import socket
+
+    import redis
+
+    from .settings import get_settings
+
+    url = redis_url_for(settings or get_settings())
+    if not url:
+        return "no Redis: DREAMQ_REDIS_URL is not set and no embedded Redis runs"
+    try:
+        with redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5) as client:
+            beats = live_workers(client)
+    except redis.RedisError as exc:
+        return f"Redis unreachable: {exc}"
+    host = socket.gethostname()
+    if any(b.get("host") == host and process_running(b.get("pid")) for b in beats):
+        return None
+    return f"no worker process of host {host} has a live heartbeat (live heartbeats in Redis: {len(beats)})"

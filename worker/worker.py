@@ -3,6 +3,34 @@
 Loads and warms its models *before* it consumes (a job never pays for a
 model load), announces itself in Redis with a heartbeat, runs jobs through
 the engine, and puts back in the queue the jobs of workers that died.
+``worker/celery.py`` drives it from Celery's worker (``celery -A worker worker``).
+
+No stranded job
+---------------
+The job record, not the broker, says what must run.  A job whose record says
+``queued`` may have no message left to run it: a foreign Celery worker acked it
+(an unregistered task is discarded), the Celery list was flushed, the web died
+between writing the record and sending the message, a worker died between
+taking a message and starting it (the message then sits in that dead worker's
+unacked set until Redis' visibility timeout, over an hour).  The job's message
+is found again this way, on every heartbeat (``redispatch_stranded``):
+
+* A worker whose Celery consumer has been taking messages from the dreamq queue
+  for ``stranded_after_s`` (twice the heartbeat TTL: 16 s by default) without
+  getting one knows that the queue's list is empty: with prefetch 1, an idle
+  consumer takes any message there within milliseconds.
+* So every job still queued whose current message was sent before that window
+  (its score in ``dreamq:queued``) has no message that a worker can take.  The
+  worker gives it a new dispatch token and enqueues it (``JobQueueState.redispatch``:
+  one Lua script that acts only while the job is still queued with the token
+  it saw and was sent before the cutoff, so of several idle workers only one acts).
+* The grace also covers a message that is rightly elsewhere for a moment: sent
+  just after its record, or taken by a worker that is about to start it.  If we
+  re-dispatch anyway, the cost is one duplicate message, and the dispatch token
+  makes it harmless: the job starts once, the stale message is skipped.
+
+A stranded job thus starts within ``stranded_after_s`` + one heartbeat of a ready
+worker becoming idle (18 s by default; the goal is 90 s).
 """
 from __future__ import annotations
 
@@ -16,28 +44,24 @@ import time
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from shared.images import ImageError, decode_image, encode_png
 from shared.job import CANCELED, FAILED, QUEUED_S, SUCCEEDED, JobQueueState
 from shared.params import DreamParams
 from shared.queue import enqueue
 from shared.settings import Settings
-from shared.workers import WORKERS, worker_key
 from shared.store import INPUT, PREVIEW, RESULT, StoreError, open_store
+from shared.workers import WORKERS, worker_key
 
 log = logging.getLogger("dreamq.worker")
-
-WORKERS = "dreamq:workers"
 
 # Fault injection for the reliability tests, inert unless the worker's environment has
 # DREAMQ_TEST_FAULTS=1: a job whose id has the key ``dreamq:test:crash:<job id>`` in Redis
 # kills its worker (SIGKILL, as the OOM killer would) each time it starts.
 TEST_FAULTS = os.environ.get("DREAMQ_TEST_FAULTS") == "1"
 TEST_CRASH = "dreamq:test:crash:"
-
-
-def worker_key(worker_id: str) -> str:
-    return f"dreamq:worker:{worker_id}"
 
 
 class Stop(Exception):
@@ -54,7 +78,11 @@ class Worker:
         self.celery = celery_app
         self.device = device
         self.id = f"{socket.gethostname()}:{os.getpid()}"
-        self.r = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+        # Retries ride out a Redis restart (the supervisor brings it back in about a second):
+        # without them a running job's next write fails, and so does marking it failed, and
+        # the record stays `running` with a live owner that no recovery looks at.
+        retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=12)
+        self.r = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30, retry=retry)
         self.jobs = JobQueueState(self.r, settings.job_ttl_s)
         self.store = open_store(settings)
         self.dreamers: dict[str, Any] = {}
@@ -66,11 +94,39 @@ class Worker:
         self._beat = threading.Event()
         self._last_sweep = 0.0
         self.started_at = time.time()
+        self.consuming_since: float | None = None  # set by worker/celery.py while Celery takes our messages
+        self.last_activity = time.time()  # a delivery started or a job ended
 
     # -- start-up --------------------------------------------------------------
 
+    def wait_for_redis(self, first_delay_s: float = 0.5, max_delay_s: float = 15.0) -> bool:
+        """Return once Redis answers, trying again with backoff and logging each failed try.
+
+        A worker started before Redis (compose, a host's boot) waits instead of exiting.
+        False when told to stop first.
+        """
+        from kombu.utils.url import maybe_sanitize_url
+
+        delay, attempt = first_delay_s, 1
+        while not self.stopping.is_set():
+            try:
+                self.r.ping()
+            except redis.exceptions.RedisError as exc:  # refused, timeout, still loading its file
+                log.warning("Redis at %s unreachable (attempt %d: %s); trying again in %.1f s",
+                            maybe_sanitize_url(self.settings.redis_url), attempt, exc, delay)
+            else:
+                if attempt > 1:
+                    log.info("Redis answered at attempt %d", attempt)
+                return True
+            self.stopping.wait(delay)
+            delay, attempt = min(delay * 2, max_delay_s), attempt + 1
+        return False
+
     def load_models(self) -> None:
-        """Build and warm every configured model; a missing one is reported, not fatal."""
+        """Build and warm every configured model; a missing one is reported, not fatal.
+
+        Told to stop meanwhile, it returns after the model it is loading, not ready.
+        """
         from .device import detect_bf16
         from .dream import Dreamer
         from .models import WeightsUnavailable, load_model
@@ -79,6 +135,8 @@ class Worker:
         log.info("bf16 %s on %s: %s", "native" if self.bf16.native else "not native", self.bf16.device,
                  self.bf16.reason)
         for name in self.settings.models:
+            if self.stopping.is_set():
+                return
             t0 = time.perf_counter()
             try:
                 dreamer = Dreamer(load_model(name), auto_tile_pixels=self.settings.tile_above_pixels or None,
@@ -118,6 +176,7 @@ class Worker:
                 try:
                     self.heartbeat()
                     self.recover_lost_jobs()
+                    self.redispatch_stranded()
                     self.sweep_expired()
                 except redis.exceptions.RedisError as exc:
                     log.warning("heartbeat: %s", exc)
@@ -154,6 +213,35 @@ class Worker:
             if not self.r.exists(worker_key(raw.decode())):
                 self.r.srem(WORKERS, raw)
 
+    @property
+    def stranded_after_s(self) -> float:
+        # Heartbeat-scale, like the rest of our failure detection: several heartbeat
+        # periods, far above the milliseconds a message is legitimately out of the list.
+        return 2 * self.settings.heartbeat_ttl_s
+
+    def idle_s(self) -> float:
+        """How long this worker's consumer has been taking messages without getting one (0: busy)."""
+        since = self.consuming_since
+        if since is None or self.current_job or not self.ready or self.stopping.is_set():
+            return 0.0
+        return max(0.0, time.time() - max(since, self.last_activity))
+
+    def redispatch_stranded(self) -> int:
+        """Dispatch again the queued jobs that have no message left (see the module's doc)."""
+        grace = self.stranded_after_s
+        if self.idle_s() < grace:
+            return 0
+        cutoff = time.time() - grace
+        sent = 0
+        for job_id in self.jobs.dispatched_before(cutoff):
+            outcome, token = self.jobs.redispatch(job_id, cutoff)
+            if outcome == "ok":
+                enqueue(self.celery, job_id, token)
+                sent += 1
+                log.warning("job %s: queued for over %.0f s and no message of it reached this idle worker; "
+                            "dispatched again", job_id, grace)
+        return sent
+
     def sweep_expired(self, every_s: float = 60.0) -> None:
         """Delete the stored files of jobs whose records have expired."""
         if time.time() - self._last_sweep < every_s:
@@ -167,6 +255,7 @@ class Worker:
 
     def run(self, job_id: str, dispatch: str) -> str:
         """Run the job if this delivery is the current one; return what happened."""
+        self.last_activity = time.time()  # a message reached us: the queue was not empty
         outcome = self.jobs.start(job_id, dispatch, self.id)
         if outcome != "ok":
             # A stale or duplicate delivery, or a job canceled while queued.
@@ -178,6 +267,7 @@ class Worker:
             return self._run(job_id)
         finally:
             self.current_job = None
+            self.last_activity = time.time()
             self.heartbeat()
 
     def _run(self, job_id: str) -> str:
