@@ -77,7 +77,7 @@ def test_a_submitted_photo_comes_back_dreamed(client, jpeg, photo):
     assert sum(abs(a - b) for a, b in zip(dream.convert("L").getdata(), original.convert("L").getdata())) > 160 * 160
     assert client.get(done["links"]["preview"]).status_code == 200  # previews as octaves finished
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'dreamq_jobs_finished_total{status="succeeded"} 1.0' in text
+    assert 'dreamq_jobs_finished_total{model="vgg16_hed",status="succeeded"} 1.0' in text
 
 
 def test_canceling_a_running_job_stops_it(client, jpeg):
@@ -96,7 +96,7 @@ def test_the_page_flow_without_javascript(client, jpeg):
     job_id = r.headers["Location"].rsplit("/", 1)[1]
     wait_until(client, job_id, ("succeeded",))
     html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
-    assert f'src="/api/v1/jobs/{job_id}/result"' in html and "Download PNG" in html
+    assert f'src="/jobs/{job_id}/result"' in html and "Download PNG" in html
 
 
 def test_the_client_waits_and_saves_the_dream(worker_settings, client, tmp_path, photo):
