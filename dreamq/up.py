@@ -93,7 +93,12 @@ def up(host: str, port: int, workers: int, data_dir: Path | None, web_workers: i
     children.append(Child(
         "web",
         [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(web_workers),
-         "--threads", "8", "--timeout", "120", "--graceful-timeout", "10", "--access-logfile", "-",
+         # gevent: an open event stream or a slow client costs a greenlet, not one of 8 threads
+         # (docs/RELIABILITY.md, "Hostile traffic"); headers must arrive within --keep-alive s.
+         "--worker-class", "web.gevent_worker.DeadlineGeventWorker", "--worker-connections", "1000",
+         "--keep-alive", "5", "--timeout", "120", "--graceful-timeout", "10", "--access-logfile", "-",
+         # A process that decoded big images keeps the freed memory: recycle it now and then.
+         "--max-requests", "500", "--max-requests-jitter", "100",
          "web:create_app()"],
         env=env, ready=_web_ready(web_url + "healthz")))
 

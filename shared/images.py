@@ -13,7 +13,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .models import MODELS, dream_octave_shapes, octave_shapes
 
-__all__ = ["ImageError", "decode_image", "check_size", "encode_png", "DEFAULT_MAX_PIXELS"]
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageError", "check_size", "declared_pixels", "decode_image", "encode_png"]
 
 # 40 megapixels: far above any photo we dream, far below what exhausts memory.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -30,19 +30,58 @@ class ImageError(ValueError):
 
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        # 16/32-bit greyscale: scale to 8 bits instead of clipping to white.
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        # 16/32-bit greyscale: scale to 8 bits instead of clipping to white.  Integer
+        # arithmetic in place: a float64 copy of a 39 Mpx image alone is 312 MB.
+        if im.mode.startswith("I;16"):
+            arr = np.asarray(im).astype(np.uint16, copy=False)
+            shift = 8  # 0..65535 -> 0..255
+        else:
+            arr = np.asarray(im)
+            if im.mode == "F":
+                arr = np.nan_to_num(arr, nan=0.0, posinf=65535.0, neginf=0.0)
+            arr = np.clip(arr, 0, 65535).astype(np.uint16)
+            shift = 8 if arr.max() > 255 else 0
+        grey = arr >> shift
+        if shift:  # round to nearest, as v / 65535 * 255 would (off by at most 1)
+            grey += (arr & 0xFF) >= 0x80
+            np.minimum(grey, 255, out=grey)
+        del arr
+        return Image.fromarray(grey.astype(np.uint8, copy=False), "L").convert("RGB")
     if im.mode == "P":
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        # Transparent areas have arbitrary colours underneath: show them as white.
-        im = im.convert("RGBA")
-        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, im).convert("RGB")
+        # Transparent areas have arbitrary colours underneath: show them as white.  Pasting
+        # through the alpha mask onto a white RGB canvas needs one RGB copy, where
+        # alpha_composite needs three RGBA ones.
+        if im.mode != "RGBA":  # convert() to the same mode would still copy
+            im = im.convert("RGBA")
+        background = Image.new("RGB", im.size, (255, 255, 255))
+        background.paste(im, (0, 0), im)
+        return background
     return im.convert("RGB")
+
+
+def declared_pixels(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The pixel count the image's header declares, read without decoding (Image.open is lazy).
+
+    Raises ImageError for an image over ``max_pixels`` or one Pillow cannot identify, so that a
+    bomb is refused before it waits for, or takes, a decode slot.
+    """
+    if not data:
+        raise ImageError("unsupported_image", "the image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("image_too_large", f"the image declares more than {max_pixels} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError("unsupported_image", f"not a readable image (PNG, JPEG, GIF, WebP, BMP, TIFF): {exc}") from None
+    if width * height > max_pixels:
+        raise ImageError("image_too_large",
+                         f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels")
+    return width * height
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> np.ndarray:
@@ -65,7 +104,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side:
                     f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels",
                 )
             im.load()  # first frame only, for animations
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)  # not a copy: that is one more full image
             im = _to_rgb(im)
     except ImageError:
         raise
@@ -76,7 +115,11 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side:
     if max_side is not None and max(im.size) > max_side:
         ratio = max_side / max(im.size)
         im = im.resize((max(1, round(im.width * ratio)), max(1, round(im.height * ratio))), Image.LANCZOS)
-    return np.asarray(im, dtype=np.uint8).copy()
+    # Pillow hands numpy a read-only bytes copy: drop the image before making the one
+    # writable copy callers get, so at most two full-size buffers exist at once.
+    arr = np.asarray(im, dtype=np.uint8)
+    del im
+    return arr.copy() if not arr.flags.writeable else arr
 
 
 def check_size(height: int, width: int, params) -> str | None:

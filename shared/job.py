@@ -62,6 +62,7 @@ class Job:
     result_url: str | None = None
     dispatch: str | None = None
     cancel_requested: bool = False
+    owner: str | None = None  # a hash of the token that created the job (never the token); None: no tokens set
 
     @property
     def finished(self) -> bool:
@@ -214,22 +215,42 @@ return 'ok'
 """
 
 
+# KEYS: job hash, JOBS, QUEUED, the client's set of queued ids.  ARGV: max queued (0: no cap),
+# ttl, id, created_at, enqueued_at, max queued for this client (0: no cap), then field/value pairs.
+# The client set is pruned here of ids no longer queued (started, canceled, expired), so the
+# scripts that move jobs need not know about clients.  1: saved; 0: queue full; -1: client full.
 _SAVE_NEW = """
 if tonumber(ARGV[1]) > 0 and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[1]) then return 0 end
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local per_client = tonumber(ARGV[6])
+if per_client > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+    if not redis.call('ZSCORE', KEYS[3], id) then redis.call('ZREM', KEYS[4], id) end
+  end
+  if redis.call('ZCARD', KEYS[4]) >= per_client then return -1 end
+end
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+if per_client > 0 then
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[3])
+  redis.call('EXPIRE', KEYS[4], ARGV[2])
+end
 return 1
 """
+
+
+def client_queued_key(client: str) -> str:
+    return f"{PREFIX}:client:{client}:queued"
 
 
 class JobQueueState:
     """Operations on job records; one instance per Redis connection."""
 
-    def __init__(self, client: redis.Redis, ttl_s: int = 7 * 24 * 3600):
+    def __init__(self, client: redis.Redis, ttl_s: int = 7 * 24 * 3600, store=None):
         self.r = client
         self.ttl_s = ttl_s
+        self.store = store  # when given, canceling a queued job deletes its stored input
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
         self._update = client.register_script(_UPDATE_RUNNING)
@@ -246,20 +267,41 @@ class JobQueueState:
                   enqueued_at=now, dispatch=uuid.uuid4().hex, warnings=list(warnings or []))
         return job
 
-    def save_new(self, job: Job, max_queued: int = 0) -> bool:
-        """Write a new queued job record and its index entries atomically.
+    def save_new(self, job: Job, max_queued: int = 0, client: str | None = None, max_per_client: int = 0) -> bool:
+        """Write a new queued job record and its index entries atomically; see ``try_save_new``."""
+        return self.try_save_new(job, max_queued, client, max_per_client) == "ok"
 
-        With ``max_queued``, only while fewer jobs are queued (checked in the same script, so
-        concurrent submissions cannot overshoot the cap); False, and nothing written, otherwise.
+    def try_save_new(self, job: Job, max_queued: int = 0, client: str | None = None,
+                     max_per_client: int = 0) -> str:
+        """Write a new queued job record and its index entries atomically: ``ok``, else nothing
+        written and ``queue_full`` or ``client_full``.
+
+        With ``max_queued``, only while fewer jobs are queued; with ``client`` and
+        ``max_per_client``, only while that client has fewer queued.  Both are checked in the
+        same script as the write, so concurrent submissions cannot overshoot either cap.
         """
         mapping = {"id": job.id, "status": job.status, "params": json.dumps(job.params), "created_at": job.created_at,
                    "enqueued_at": job.enqueued_at, "attempts": 0, "dispatch": job.dispatch,
                    "input_url": job.input_url or "", "progress": "{}", "metrics": "{}",
                    "warnings": json.dumps(job.warnings)}
-        args: list[Any] = [max_queued, self.ttl_s, job.id, job.created_at, job.enqueued_at]
+        if getattr(job, "owner", None) and "owner" not in mapping:
+            mapping["owner"] = job.owner
+        per_client = max_per_client if client is not None else 0
+        args: list[Any] = [max_queued, self.ttl_s, job.id, job.created_at, job.enqueued_at, per_client]
         for k, v in mapping.items():
             args += [k, v]
-        return self._save_new(keys=[job_key(job.id), JOBS, QUEUED], args=args) == 1
+        keys = [job_key(job.id), JOBS, QUEUED, client_queued_key(client or "")]
+        return {1: "ok", 0: "queue_full", -1: "client_full"}[int(self._save_new(keys=keys, args=args))]
+
+    def client_queued(self, client: str) -> int:
+        """How many of the client's jobs are still queued (read only: a cheap early answer)."""
+        ids = self.r.zrange(client_queued_key(client), 0, -1)
+        if not ids:
+            return 0
+        with self.r.pipeline(transaction=False) as p:
+            for i in ids:
+                p.zscore(QUEUED, i)
+            return sum(score is not None for score in p.execute())
 
     def get(self, job_id: str) -> Job | None:
         if not is_job_id(job_id):
@@ -271,7 +313,7 @@ class JobQueueState:
         """``canceled`` (was queued), ``running`` (asked to stop), a finished state, or ``missing``.
 
         A job canceled while queued also loses its Celery message(s), so that the broker
-        list, like ``queue_depth``, counts only jobs that will run.
+        list, like ``queue_depth``, counts only jobs that will run, and its stored input.
         """
         outcome = self._cancel(keys=[job_key(job_id), QUEUED], args=[time.time(), job_id]).decode()
         if outcome == CANCELED:
@@ -281,6 +323,13 @@ class JobQueueState:
                 self.drop_messages(job_id, QUEUE, TASK)
             except redis.RedisError as exc:  # the cancel stands; a worker would skip the message anyway
                 logging.getLogger(__name__).warning("job %s canceled; its broker message stays: %s", job_id, exc)
+            if self.store is not None:
+                # No worker will read the input now (start needs a queued job): without this,
+                # cancel-and-resubmit would pile up inputs for the whole TTL.
+                try:
+                    self.store.delete(job_id)
+                except Exception as exc:  # noqa: BLE001 — the expiry sweep deletes it later
+                    logging.getLogger(__name__).warning("job %s canceled; its input stays: %s", job_id, exc)
         return outcome
 
     def drop_messages(self, job_id: str, queue: str, task: str) -> int:

@@ -11,8 +11,12 @@ from typing_extensions import Annotated
 from pydantic import field_validator
 
 
+MIN_TOKEN_LENGTH = 32
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DREAMQ_", extra="ignore")
+    # hide_input_in_errors: a refused token (or a URL with a password) never reaches a log.
+    model_config = SettingsConfigDict(env_prefix="DREAMQ_", extra="ignore", hide_input_in_errors=True)
 
     # Where things live.
     redis_url: str | None = None  # none: `dreamq up` starts an embedded Redis
@@ -46,12 +50,35 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(0, ge=0)  # submissions per client per minute; 0: off
     proxy_hops: int = Field(0, ge=0)  # reverse proxies in front of the web to trust X-Forwarded-* from
     events_max_s: float = Field(300.0, gt=0)  # an SSE stream ends after this; EventSource reconnects
+    # Uploads: Werkzeug's own multipart limits, set explicitly so a 413 can name the one hit.
+    max_form_parts: int = Field(100, ge=1)  # multipart parts (fields + files) per request
+    # Bytes of one text field.  Werkzeug also applies it to each 64 KiB read of the body: keep it well above.
+    max_form_memory_size: int = Field(500_000, ge=256 * 1024)
+    # Concurrent decodes of images over ~2 Mpx per web process; each of 40 Mpx takes up to ~0.5 GB.
+    # 8 hostile uploads against 2 processes peaked at 0.98 GB a process with 1, 1.38 GB with 2.
+    max_decodes: int = Field(1, ge=1)
+    decode_wait_s: float = Field(10.0, ge=0)  # an upload waits this long for a decode slot, then 503
+    max_queued_per_client: int = Field(0, ge=0)  # queued jobs per client (keyed like the rate limit); 0: off
 
-    @field_validator("models", "api_tokens", mode="before")
+    # Tokens and sessions (web/auth.py).  Admin tokens see and cancel every job; others only their own.
+    admin_tokens: Annotated[list[str], NoDecode] = []
+    login_max_failures: int = Field(10, ge=1)  # failed logins per address per window, then 429
+    login_window_s: int = Field(300, ge=1)
+
+    @field_validator("models", "api_tokens", "admin_tokens", mode="before")
     @classmethod
     def _comma_list(cls, v):
         if isinstance(v, str):
             return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("api_tokens", "admin_tokens")
+    @classmethod
+    def _long_tokens(cls, v: list[str], info):
+        # A short token can be guessed; the message names the variable, never the token.
+        if any(len(t) < MIN_TOKEN_LENGTH for t in v):
+            raise ValueError(f"DREAMQ_{info.field_name.upper()}: every token must be at least {MIN_TOKEN_LENGTH} "
+                             "characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
         return v
 
     @property

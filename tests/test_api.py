@@ -494,18 +494,21 @@ def test_rate_limit_is_429_per_client_address(redis_url, clean_redis, tmp_path, 
     assert client.get("/api/v1/jobs").status_code == 200  # reading is not limited
 
 
+SECRET, OTHER = "s3cret-" + "x" * 32, "other-" + "y" * 32  # tokens are at least 32 characters
+
+
 def test_bearer_tokens(redis_url, clean_redis, tmp_path, jpeg):
-    client = make_app(redis_url, tmp_path, api_tokens=["s3cret", "other"]).test_client()
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"},
+    client = make_app(redis_url, tmp_path, api_tokens=[SECRET, OTHER]).test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {SECRET}"},
                     {"Authorization": "Bearer "}):
         r = client.get("/api/v1/jobs", headers=headers)
         assert_error(r, 401, "unauthorized")
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
         assert_error(post_job(client, jpeg, headers=headers), 401)
     assert_error(client.get(f"/api/v1/jobs/{uuid.uuid4()}"), 401)  # no id probing either
-    ok = post_job(client, jpeg, headers={"Authorization": "Bearer other"})
+    ok = post_job(client, jpeg, headers={"Authorization": f"Bearer {OTHER}"})
     assert ok.status_code == 202
-    assert client.get("/api/v1/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/api/v1/jobs", headers={"Authorization": f"Bearer {SECRET}"}).status_code == 200
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 503  # open, and unready (no worker)
     assert client.get("/api/openapi.json").status_code == 200

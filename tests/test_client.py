@@ -202,7 +202,7 @@ def test_submit_wait_shows_progress_and_saves_the_result(server, image_file, cle
 
 
 def test_tokens(server, image_file):
-    url, _ = server(api_tokens=["t0ken"])
+    url, _ = server(api_tokens=["t0ken-" + "z" * 32])
     r = dreamq("submit", image_file, "--server", url)
     assert r.exit_code == 2 and "401" in r.stderr
-    assert dreamq("submit", image_file, "--server", url, "--token", "t0ken").exit_code == 0
+    assert dreamq("submit", image_file, "--server", url, "--token", "t0ken-" + "z" * 32).exit_code == 0

@@ -75,7 +75,7 @@ def test_submitting_without_javascript_redirects_to_the_job_page(client, jpeg, c
     assert job_id in html and "queued" in html and "number 1 in the queue" in html
     assert f'action="/jobs/{job_id}/cancel"' in html
     assert '<meta http-equiv="refresh"' in html  # inside <noscript>: refreshes without JS
-    assert f'data-api="/api/v1/jobs/{job_id}"' in html
+    assert f'data-api="/jobs/{job_id}"' in html
     assert_no_inline_script(html)
 
 
@@ -137,7 +137,7 @@ def test_finished_job_pages_show_the_result_or_the_error_in_words(app, client, j
     clean_redis.hset(job_key(done), mapping={"status": "succeeded", "finished_at": 1.0})
     app.extensions["dreamq"].store.put(done, RESULT, encode(photo))
     html = client.get(f"/jobs/{done}").get_data(as_text=True)
-    assert f'src="/api/v1/jobs/{done}/result"' in html and f'href="/api/v1/jobs/{done}/result?download=1"' in html
+    assert f'src="/jobs/{done}/result"' in html and f'href="/jobs/{done}/result?download=1"' in html
     assert "Download PNG" in html and 'id="result-box" hidden' not in html
 
     failed = submit(client, jpeg)
@@ -160,7 +160,7 @@ def test_recent_jobs_page_lists_states_and_pages_backwards(redis_url, clean_redi
     for job_id in ids:
         assert f'href="/jobs/{job_id}"' in html
     assert html.index(ids[2]) < html.index(ids[0])  # newest first
-    assert f'src="/api/v1/jobs/{ids[0]}/result"' in html and "succeeded" in html and "queued" in html
+    assert f'src="/jobs/{ids[0]}/result"' in html and "succeeded" in html and "queued" in html
     first = client.get("/jobs?limit=2").get_data(as_text=True)
     older = re.search(r'href="(/jobs\?cursor=[^"]+)"', first).group(1)
     rest = client.get(older.replace("&amp;", "&")).get_data(as_text=True)
@@ -169,18 +169,21 @@ def test_recent_jobs_page_lists_states_and_pages_backwards(redis_url, clean_redi
 
 
 def test_pages_with_tokens_ask_for_one_and_keep_it_in_a_cookie(redis_url, clean_redis, tmp_path, jpeg):
-    client = make_app(redis_url, tmp_path, api_tokens=["s3cret"]).test_client()
+    token = "s3cret-" + "k" * 32
+    client = make_app(redis_url, tmp_path, api_tokens=[token]).test_client()
     r = client.get("/jobs")
     assert r.status_code == 302 and r.headers["Location"].startswith("/login?next=/jobs")
     assert form_post(client, jpeg).status_code == 302  # no submission without a token
     assert client.post("/login", data={"token": "wrong", "next": "/jobs"}).status_code == 401
-    r = client.post("/login", data={"token": "s3cret", "next": "//evil.example/x"})
+    r = client.post("/login", data={"token": token, "next": "//evil.example/x"})
     assert r.status_code == 303 and r.headers["Location"] == "/"  # never an open redirect
     cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert client.get("/jobs").status_code == 200
     job_id = submit(client, jpeg)
-    assert client.get(f"/api/v1/jobs/{job_id}").status_code == 200  # the pages' scripts use the cookie
+    # The pages' scripts read the pages' own routes with the cookie; the API wants the bearer header.
+    assert client.get(f"/jobs/{job_id}/status.json").get_json()["id"] == job_id
+    assert client.get(f"/api/v1/jobs/{job_id}").status_code == 401
     assert client.get("/healthz").status_code == 200
 
 

@@ -7,7 +7,6 @@ Submissions go through the web (Flask test client) into the same Redis and store
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import pytest

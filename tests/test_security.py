@@ -23,7 +23,7 @@ from shared.settings import Settings
 from .conftest import QUICK, Service
 from .webutil import encode, make_app, post_job
 
-TOKEN = "tok-" + "a1b2c3d4e5f6a7b8"
+TOKEN = "tok-" + "a1b2c3d4e5f6a7b8" * 2
 
 
 # -- the queue runs no pickle ----------------------------------------------------------------
@@ -109,7 +109,8 @@ def test_job_ids_are_random_uuid4(app, png_bytes, clean_redis):
         assert client.get(f"/api/v1/jobs/{other}").status_code == 404, other
 
 
-PUBLIC = {"ops.healthz", "ops.readyz", "metrics.metrics", "ops.openapi_json", "static", "pages.login"}
+PUBLIC = {"ops.healthz", "ops.readyz", "metrics.metrics", "ops.openapi_json", "static", "pages.login",
+          "pages.logout"}
 
 
 def _url(rule, job_id: str) -> str:
@@ -117,7 +118,7 @@ def _url(rule, job_id: str) -> str:
 
 
 def test_with_api_tokens_every_route_but_health_requires_one(clean_redis, redis_url, tmp_path, png_bytes):
-    app = make_app(redis_url, tmp_path, api_tokens=[TOKEN, "second-token-xyz"])
+    app = make_app(redis_url, tmp_path, api_tokens=[TOKEN, "second-token-xyz-" + "0" * 32])
     client = app.test_client()
     job_id = post_job(client, png_bytes, headers={"Authorization": f"Bearer {TOKEN}"}, **QUICK) \
         .get_json()["id"]
@@ -135,13 +136,13 @@ def test_with_api_tokens_every_route_but_health_requires_one(clean_redis, redis_
                     assert r.get_json()["error"]["code"] == "unauthorized"
                     assert r.headers["WWW-Authenticate"].startswith("Bearer")
                 assert right.status_code != 401, (method, url)
-            elif rule.endpoint.startswith("pages.") and rule.endpoint != "pages.login":
+            elif rule.endpoint.startswith("pages.") and rule.endpoint not in ("pages.login", "pages.logout"):
                 for r in (anonymous, wrong):
                     assert r.status_code == 302 and "/login" in r.headers["Location"], (method, url, r.status_code)
                 assert right.status_code != 302 or "/login" not in right.headers.get("Location", ""), url
             if anonymous.status_code not in (401, 302):
                 open_without_token.add(rule.endpoint)
-    # The only doors without a token: liveness/readiness, metrics, the contract, static files, the login form.
+    # The only doors without a token: liveness/readiness, metrics, the contract, static files, login and logout.
     assert open_without_token == PUBLIC, open_without_token
     assert checked >= 19
     # Tokens are compared in full: a prefix, a suffix or a padded one is no token.

@@ -24,6 +24,9 @@ def create_app(settings: Settings | None = None, *, celery=None, redis_client=No
     app.debug = False
     # Werkzeug answers 413 for bodies over this without reading them.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    # Werkzeug's multipart limits, explicit so that each 413 names the one hit (web/api.py).
+    app.config["MAX_FORM_PARTS"] = settings.max_form_parts
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_form_memory_size
     app.json.sort_keys = False
     if settings.proxy_hops:
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -44,6 +47,9 @@ def create_app(settings: Settings | None = None, *, celery=None, redis_client=No
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
+        # Jobs and pages are per-token: no shared or browser cache keeps them.  Responses that set
+        # their own policy (results and previews: private; static files; event streams) keep it.
+        response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     return app

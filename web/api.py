@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
+import select
+import socket
+import threading
 import time
 
 import kombu.exceptions
 import redis
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from shared.images import check_size, decode_image, encode_png
+from shared.images import check_size, declared_pixels, decode_image, encode_png
 from shared.job import JOBS, QUEUED_S, SUCCEEDED, Job
 from shared.models import DEFAULT_MODEL, MODELS
 from shared.params import DreamParams, ParamsError, parse_params
@@ -22,7 +26,8 @@ from shared.workers import live_workers, model_status, ready_workers
 
 from . import metrics
 from .errors import ApiError, not_found, upload_too_large
-from .services import authorized, services
+from .auth import authenticate, bearer_token, can_see, owner_filter, request_owner
+from .services import services
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 ops = Blueprint("ops", __name__)
@@ -33,7 +38,7 @@ MAX_LIMIT = 100
 
 @bp.before_request
 def require_token():
-    if not authorized():
+    if not authenticate(bearer_token()):  # the bearer header only: the pages' cookie is not an API credential
         raise ApiError(401, "unauthorized", "this server requires `Authorization: Bearer <token>`",
                        headers={"WWW-Authenticate": 'Bearer realm="dreamq"'})
 
@@ -53,7 +58,7 @@ def job_json(job: Job, queue_position: int | None = None) -> dict:
 
 def get_job(job_id: str) -> Job:
     job = services().state.get(job_id)  # None for anything that is not a UUID: never a path
-    if job is None:
+    if job is None or not can_see(job):  # another token's job is as absent as a missing one
         raise not_found()
     return job
 
@@ -63,13 +68,19 @@ def describe(job: Job) -> dict:
     return job_json(job, state.queue_position(job.id) if job.status == QUEUED_S else None)
 
 
+def client_key() -> str:
+    """Who a submission counts against: the peer address, or the one the trusted proxies say
+    (DREAMQ_PROXY_HOPS, through ProxyFix); with 0 hops X-Forwarded-For is ignored."""
+    return request.remote_addr or "unknown"
+
+
 def check_rate_limit() -> None:
     svc = services()
     limit = svc.settings.rate_limit_per_minute
     if not limit:
         return
     now = time.time()
-    key = f"dreamq:rate:{request.remote_addr}:{int(now // 60)}"  # fixed one-minute window
+    key = f"dreamq:rate:{client_key()}:{int(now // 60)}"  # fixed one-minute window
     with svc.redis.pipeline() as p:
         p.incr(key)
         p.expire(key, 61)
@@ -80,6 +91,77 @@ def check_rate_limit() -> None:
                        headers={"Retry-After": str(retry)})
 
 
+def check_caps() -> None:
+    """Queue and per-client caps, before the body is read (try_save_new enforces both)."""
+    svc = services()
+    settings, state = svc.settings, svc.state
+    if state.queue_depth() >= settings.max_queued:
+        raise queue_full()
+    if settings.max_queued_per_client and state.client_queued(client_key()) >= settings.max_queued_per_client:
+        raise client_full(settings.max_queued_per_client)
+
+
+def form_too_large(exc: RequestEntityTooLarge) -> ApiError:
+    """Name the limit Werkzeug really hit: it raises the same bare 413 for all three."""
+    settings = services().settings
+    if request.content_length is not None and request.content_length > settings.max_content_length:
+        return upload_too_large(settings.max_content_length)
+    frames, tb = [], exc.__traceback__
+    while tb is not None:  # the multipart parser's frames that raised tell which check failed
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in frames:
+        owner = frame.f_locals.get("self")
+        if getattr(owner, "max_parts", None) is not None and getattr(owner, "_parts_decoded", 0) > owner.max_parts:
+            message = (f"the form has more than {settings.max_form_parts} parts (fields and files), "
+                       "the DREAMQ_MAX_FORM_PARTS limit")
+            return ApiError(413, "too_many_form_parts", message, {"form": message})
+    for frame in frames:
+        size, owner = frame.f_locals.get("field_size"), frame.f_locals.get("self")
+        limit = getattr(owner, "max_form_memory_size", None)
+        if frame.f_code.co_name == "receive_data" or (size is not None and limit is not None and size > limit):
+            message = (f"a text field is over the {settings.max_form_memory_size} byte limit "
+                       "(DREAMQ_MAX_FORM_MEMORY_SIZE); the photo goes in the `image` file field")
+            return ApiError(413, "form_field_too_large", message, {"form": message})
+    return upload_too_large(settings.max_content_length)
+
+
+# Up to this many pixels (a 1920x1080 photo: ~25 MB to decode at worst) an upload needs no decode slot.
+SMALL_IMAGE_PIXELS = 2_100_000
+
+
+def decode_slots() -> threading.BoundedSemaphore:
+    # Per process: one decode of a 40 Mpx image takes up to ~0.5 GB for a second or two.
+    slots = current_app.extensions.get("dreamq.decodes")
+    if slots is None:
+        slots = current_app.extensions.setdefault(
+            "dreamq.decodes", threading.BoundedSemaphore(services().settings.max_decodes))
+    return slots
+
+
+def off_loop(fn):
+    """Run CPU-bound ``fn`` in a real thread under gevent (Pillow, numpy and zlib release the
+    GIL), so one process's event loop keeps answering /healthz during a two-second decode."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return fn()
+    if not monkey.is_module_patched("threading"):
+        return fn()
+    import gevent
+
+    def run():  # an exception is handed back, not raised there: gevent would log a traceback for each bad image
+        try:
+            return True, fn()
+        except Exception as exc:  # noqa: BLE001 — re-raised below, in the request
+            return False, exc
+
+    ok, value = gevent.get_hub().threadpool.apply(run)
+    if not ok:
+        raise value
+    return value
+
+
 def submit_from_request() -> Job:
     """Validate the multipart request, store the normalised input and queue the job."""
     svc = services()
@@ -87,11 +169,13 @@ def submit_from_request() -> Job:
         raise ApiError(415, "unsupported_media_type",
                        "send multipart/form-data: the photo as an `image` file field, parameters as form fields"
                        + (" (JSON bodies are not accepted)" if request.is_json else ""))
+    # Everything that can refuse without the body does so before reading it.
     check_rate_limit()
+    check_caps()
     try:
         form, files = request.form, request.files
-    except RequestEntityTooLarge:
-        raise upload_too_large(svc.settings.max_content_length) from None
+    except RequestEntityTooLarge as exc:
+        raise form_too_large(exc) from None
 
     fields: dict[str, str] = {}
     for key in set(form) | set(files):
@@ -119,30 +203,55 @@ def submit_from_request() -> Job:
                        fields)
 
     # The filename is ignored: nothing a client names reaches the file system.
-    rgb = decode_image(data, max_pixels=svc.settings.max_pixels, max_side=params.max_side)
-    small = check_size(rgb.shape[0], rgb.shape[1], params)  # a warning when small octaves are skipped
+    # Bombs are refused from their header; only big images queue for one of the few decode
+    # slots, so a normal photo is never stuck behind them.
+    big = declared_pixels(data, svc.settings.max_pixels) > SMALL_IMAGE_PIXELS
+    slots = decode_slots() if big else None
+    if slots is not None and not slots.acquire(timeout=svc.settings.decode_wait_s):
+        raise ApiError(503, "busy", "too many large images are being decoded; try again shortly",
+                       headers={"Retry-After": "5"})
+
+    def normalise(blob: bytes) -> tuple[bytes, str | None]:
+        rgb = decode_image(blob, max_pixels=svc.settings.max_pixels, max_side=params.max_side)
+        small = check_size(rgb.shape[0], rgb.shape[1], params)  # a warning when small octaves are skipped
+        return encode_png(rgb), small  # the worker decodes this PNG again
+
+    try:
+        png, small = off_loop(functools.partial(normalise, data))
+    finally:
+        if slots is not None:
+            slots.release()
+    del data
 
     state = svc.state
-    if state.queue_depth() >= svc.settings.max_queued:  # cheap early answer; save_new enforces the cap
-        raise queue_full()
     job = state.create(params.model_dump(), warnings=[small] if small else [])
-    job.input_url = svc.store.put(job.id, INPUT, encode_png(rgb))  # the worker decodes this again
-    if not state.save_new(job, max_queued=svc.settings.max_queued):  # lost the race for the last slots
+    job.owner = request_owner()
+    job.input_url = svc.store.put(job.id, INPUT, png)
+    outcome = state.try_save_new(job, max_queued=svc.settings.max_queued, client=client_key(),
+                                 max_per_client=svc.settings.max_queued_per_client)
+    if outcome != "ok":  # lost the race for the last slots
         svc.store.delete(job.id)
-        raise queue_full()
+        raise queue_full() if outcome == "queue_full" else client_full(svc.settings.max_queued_per_client)
     try:
         enqueue(svc.celery, job.id, job.dispatch)
     except (redis.RedisError, kombu.exceptions.KombuError, OSError) as exc:
         # No message, no worker will ever take it: undo the record rather than leave it queued forever.
         state.forget(job.id)
         svc.store.delete(job.id)
-        raise ApiError(503, "redis_unavailable", f"could not queue the job: {exc}", headers={"Retry-After": "5"})
+        current_app.logger.warning("could not queue job %s: %s", job.id, exc)  # the detail stays in the log
+        raise ApiError(503, "redis_unavailable", "could not queue the job; try again shortly",
+                       headers={"Retry-After": "5"})
     metrics.record_submitted(svc.redis, job.id, params.model)
     return job
 
 
 def queue_full() -> ApiError:
     return ApiError(503, "queue_full", "the queue is full; try again in a minute", headers={"Retry-After": "60"})
+
+
+def client_full(limit: int) -> ApiError:
+    return ApiError(429, "too_many_queued", f"you already have {limit} queued jobs (DREAMQ_MAX_QUEUED_PER_CLIENT); "
+                    "wait for one to start, or cancel one", headers={"Retry-After": "30"})
 
 
 def encode_cursor(created_at: float) -> str:
@@ -168,9 +277,27 @@ def list_page(limit_arg: str | None, cursor: str | None) -> tuple[list[Job], str
         raise ApiError(422, "invalid_params", "invalid limit", {"limit": f"an integer from 1 to {MAX_LIMIT}"})
     before = decode_cursor(cursor) if cursor else None
     state = services().state
-    jobs = state.list(limit, before)
-    more = bool(jobs) and state.r.zcount(JOBS, "-inf", f"({jobs[-1].created_at!r}") > 0
+    owner = owner_filter()
+    if owner is None:
+        jobs = state.list(limit, before)
+        more = bool(jobs) and state.r.zcount(JOBS, "-inf", f"({jobs[-1].created_at!r}") > 0
+    else:
+        jobs = owned_jobs(owner, limit + 1, before)  # one more than asked: tells whether a next page exists
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
     return jobs, encode_cursor(jobs[-1].created_at) if more else None
+
+
+def owned_jobs(owner: str, count: int, before: float | None) -> list[Job]:
+    """Up to ``count`` of ``owner``'s jobs, newest first, walking the shared index in batches."""
+    state, found = services().state, []
+    while len(found) < count:
+        batch = state.list(MAX_LIMIT, before)
+        found += [j for j in batch if j.owner == owner]
+        if not batch:  # not "shorter than asked": expired records shorten a batch too
+            break
+        before = batch[-1].created_at
+    return found[:count]
 
 
 def png_response(data: bytes, *, cache: str, filename: str) -> Response:
@@ -233,11 +360,26 @@ def cancel_job(job_id: str):
     return jsonify(describe(get_job(job_id))), 202
 
 
+def client_left(conn) -> bool:
+    """Whether the client of an event stream has closed its end: readable with nothing to read (EOF).
+
+    A client sends nothing after its GET, so a readable socket means EOF or a reset."""
+    if conn is None:
+        return False
+    try:
+        if not select.select([conn], [], [], 0)[0]:
+            return False
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):  # reset, or already closed
+        return True
+
+
 @bp.get("/jobs/<job_id>/events")
 def job_events(job_id: str):
     get_job(job_id)
     svc = services()
     state, max_s = svc.state, svc.settings.events_max_s
+    conn = request.environ.get("gunicorn.socket")  # to notice a client that hung up
 
     def event(name: str, data: dict) -> str:
         return f"event: {name}\ndata: {json.dumps(data)}\n\n"
@@ -265,7 +407,9 @@ def job_events(job_id: str):
             if time.monotonic() > deadline:
                 yield event("timeout", {"message": "stream ended; reconnect for more"})
                 return
-            if time.monotonic() - last_sent > 15:  # keeps proxies from closing an idle stream
+            if client_left(conn):  # free the stream now, not at the next write that fails
+                return
+            if time.monotonic() - last_sent > 4:  # keeps proxies from closing an idle stream; a failed write ends it
                 yield ": keep-alive\n\n"
                 last_sent = time.monotonic()
             time.sleep(0.25)
@@ -299,7 +443,8 @@ def readyz():
         r.ping()
         workers = live_workers(r)
     except (redis.RedisError, ApiError) as exc:
-        return jsonify({"status": "unready", "reason": f"Redis unreachable: {exc}"}), 503
+        current_app.logger.warning("readyz: Redis unreachable: %s", exc)  # host and port only in the log
+        return jsonify({"status": "unready", "reason": "Redis unreachable"}), 503
     ready = ready_workers(workers)
     if not ready:
         reason = "no worker is ready" + (f" ({len(workers)} still loading models)" if workers else " (none is running)")

@@ -12,7 +12,7 @@ from shared.store import StoreError
 IMAGE_STATUS = {"unsupported_image": 415, "image_too_large": 413, "image_too_small": 422}
 
 # Werkzeug's names are fine for most statuses; these read better to API clients.
-HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
               413: "upload_too_large", 415: "unsupported_media_type", 429: "rate_limited"}
 
 
@@ -51,9 +51,16 @@ def from_http(exc: HTTPException) -> ApiError:
     return ApiError(exc.code or 500, code, exc.description or exc.name, headers=headers)
 
 
+def _is_job_id(value) -> bool:
+    from shared.job import is_job_id
+
+    return isinstance(value, str) and is_job_id(value)  # never echo an arbitrary path segment
+
+
 def wants_json() -> bool:
     path = request.path
-    return path.startswith("/api/") or path in ("/healthz", "/readyz", "/metrics")
+    # .json: the pages' own JSON routes (for their scripts).
+    return path.startswith("/api/") or path.endswith(".json") or path in ("/healthz", "/readyz", "/metrics")
 
 
 def respond(err: ApiError):
@@ -85,7 +92,10 @@ def register(app: Flask) -> None:
     app.register_error_handler(StoreError, store_down)
 
     def bug(exc):
+        # The traceback goes to the log; the client gets the job id (if any) to quote, nothing more.
+        job_id = (request.view_args or {}).get("job_id")
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
-        return respond(ApiError(500, "internal_error", "internal server error (logged)"))
+        message = "internal server error (logged)" + (f" for job {job_id}" if _is_job_id(job_id) else "")
+        return respond(ApiError(500, "internal_error", message))
 
     app.register_error_handler(Exception, bug)

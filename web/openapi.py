@@ -15,7 +15,8 @@ from shared.params import DreamParams
 ERROR_CODES = ["not_found", "no_preview", "invalid_params", "unsupported_image", "image_too_large", "image_too_small",
                "upload_too_large", "unsupported_media_type", "not_succeeded", "job_finished", "unauthorized",
                "rate_limited", "queue_full", "redis_unavailable", "store_unavailable", "method_not_allowed",
-               "bad_request", "internal_error"]
+               "bad_request", "internal_error", "too_many_form_parts", "form_field_too_large", "too_many_queued",
+               "busy"]
 
 
 def _ref(name: str) -> dict:
@@ -232,7 +233,8 @@ RESPONSES = {
     "NotFound": _err("No such job (ids that are not UUIDs included)."),
     "Unauthorized": {**_err("A bearer token is required (when the server has tokens)."),
                      "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
-    "Unavailable": {**_err("Queue full (`queue_full`) or Redis/store unreachable."), "headers": RETRY_AFTER},
+    "Unavailable": {**_err("Queue full (`queue_full`), too many large images being decoded (`busy`), or "
+                           "Redis/store unreachable."), "headers": RETRY_AFTER},
     "Invalid": _err("Invalid parameters; `fields` names each one."),
 }
 
@@ -256,10 +258,13 @@ SPEC = {
                     "202": {**_json(_ref("Job"), "Queued."),
                             "headers": {"Location": {"description": "The job's URL.", "schema": {"type": "string"}}}},
                     **SECURED,
-                    "413": _err("Upload over the size limit (`upload_too_large`) or too many pixels (`image_too_large`)."),
+                    "413": _err("Upload over the size limit (`upload_too_large`), too many form parts "
+                                "(`too_many_form_parts`), a text field over its limit (`form_field_too_large`) "
+                                "or too many pixels (`image_too_large`)."),
                     "415": _err("Not a supported image, or not multipart/form-data."),
                     "422": _err("Invalid parameters, missing/duplicate fields, or an image too small."),
-                    "429": {**_err("Too many submissions from this address this minute."), "headers": RETRY_AFTER},
+                    "429": {**_err("Too many submissions from this address this minute (`rate_limited`) or too "
+                                   "many of its jobs queued (`too_many_queued`)."), "headers": RETRY_AFTER},
                     "503": _resp("Unavailable"),
                 },
             },

@@ -1,9 +1,10 @@
 """The HTML pages: the form, a job's progress, recent jobs.  They work without JavaScript;
-with it (static files only, CSP ``script-src 'self'``) they talk to the API."""
+with it (static files only, CSP ``script-src 'self'``) they use the pages' own JSON and image
+routes here, which take the login cookie (the API takes only the bearer header)."""
 from __future__ import annotations
 
 import redis
-from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, jsonify, make_response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from shared.images import ImageError
@@ -11,17 +12,55 @@ from shared.models import DEFAULT_MODEL, MODELS
 from shared.params import DreamParams
 from shared.workers import live_workers, model_status
 
+from . import api
 from .api import PARAM_FIELDS, describe, get_job, list_page, submit_from_request
+from .auth import (
+    authenticate,
+    bearer_token,
+    check_login_allowed,
+    cookie_secure,
+    cookie_token,
+    is_valid_token,
+    record_login_failure,
+    safe_next,
+    same_origin,
+    tokens_configured,
+)
 from .errors import ApiError, from_http, from_image_error
-from .services import TOKEN_COOKIE, authorized, services, valid_token
+from .services import TOKEN_COOKIE, services
 
 bp = Blueprint("pages", __name__)
+OPEN_PAGES = ("pages.login", "pages.logout")
+
+
+@bp.before_request
+def refuse_cross_site_posts():
+    # The cookie is SameSite=Strict already; this also covers no-token installs and older browsers.
+    if request.method == "POST" and not same_origin():
+        raise ApiError(403, "cross_site", "cross-site form posts are refused")
 
 
 @bp.before_request
 def require_login():
-    if request.endpoint != "pages.login" and not authorized():
-        return redirect(url_for("pages.login", next=request.full_path))
+    # The pages take the cookie set by /login (or a bearer header); the API takes the header only.
+    if request.endpoint not in OPEN_PAGES and not authenticate(bearer_token() or cookie_token()):
+        return redirect(url_for("pages.login", next=safe_next(request.full_path.rstrip("?"))))
+
+
+@bp.app_context_processor
+def login_state() -> dict:
+    return {"show_logout": tokens_configured() and bool(cookie_token())}
+
+
+def page_links(data: dict) -> dict:
+    """A job as the pages' scripts see it: links to the pages' own (cookie) routes, not the API's."""
+    base = f"/jobs/{data['id']}"
+    links = data["links"]
+    data["links"] = {"self": f"{base}/status.json",
+                     "result": f"{base}/result" if links.get("result") else None,
+                     "preview": f"{base}/preview" if links.get("preview") else None,
+                     "cancel": f"{base}/cancel", "events": None}
+    return data
 
 
 def catalog() -> dict:
@@ -83,10 +122,32 @@ def submit():
     return redirect(url_for("pages.job_page", job_id=job.id), 303)
 
 
+@bp.post("/submit.json")
+def submit_json():
+    """The form's script: the API's answer, for the cookie (errors are JSON: the path ends in .json)."""
+    job = submit_from_request()
+    return jsonify(page_links(describe(job))), 202
+
+
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str):
     job = get_job(job_id)
-    return render_template("job.html", job=describe(job))
+    return render_template("job.html", job=page_links(describe(job)))
+
+
+@bp.get("/jobs/<job_id>/status.json")
+def job_status(job_id: str):
+    return jsonify(page_links(describe(get_job(job_id))))
+
+
+@bp.get("/jobs/<job_id>/result")
+def job_result(job_id: str):
+    return api.job_result(job_id)  # the same checks (owner included) and private caching
+
+
+@bp.get("/jobs/<job_id>/preview")
+def job_preview(job_id: str):
+    return api.job_preview(job_id)
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -99,28 +160,30 @@ def cancel(job_id: str):
 @bp.get("/jobs")
 def jobs_page():
     jobs, next_cursor = list_page(request.args.get("limit"), request.args.get("cursor"))
-    return render_template("jobs.html", jobs=[describe(j) for j in jobs], next_cursor=next_cursor)
-
-
-def _safe_next(target: str | None) -> str:
-    # Only paths on this site: never an open redirect.
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("pages.index")
+    return render_template("jobs.html", jobs=[page_links(describe(j)) for j in jobs], next_cursor=next_cursor)
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """When API tokens are set, the pages need one too: kept in an HttpOnly, same-site cookie."""
-    target = _safe_next(request.values.get("next"))
-    if not services().settings.api_tokens:
+    """When tokens are set, the pages need one too: kept in an HttpOnly, same-site cookie."""
+    target = safe_next(request.values.get("next"), url_for("pages.index"))
+    if not tokens_configured():
         return redirect(target)
     if request.method == "GET":
         return render_template("login.html", next=target, error=None)
+    check_login_allowed()  # 429 once this address has failed too often
     token = request.form.get("token", "")
-    if not valid_token(token):
+    if not is_valid_token(token):
+        record_login_failure()
         return render_template("login.html", next=target, error="That token is not valid."), 401
     response = make_response(redirect(target, 303))
-    response.set_cookie(TOKEN_COOKIE, token.strip(), httponly=True, samesite="Strict", secure=request.is_secure,
+    response.set_cookie(TOKEN_COOKIE, token.strip(), httponly=True, samesite="Strict", secure=cookie_secure(),
                         max_age=30 * 24 * 3600)
+    return response
+
+
+@bp.post("/logout")
+def logout():
+    response = make_response(redirect(url_for("pages.login") if tokens_configured() else url_for("pages.index"), 303))
+    response.delete_cookie(TOKEN_COOKIE, httponly=True, samesite="Strict", secure=cookie_secure())
     return response

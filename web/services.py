@@ -1,10 +1,9 @@
 """What the views share: settings, the (lazy) Redis client, job state, store and Celery app."""
 from __future__ import annotations
 
-import hmac
 
 import redis
-from flask import current_app, request
+from flask import current_app
 
 from shared.job import JobQueueState
 from shared.settings import Settings
@@ -35,7 +34,7 @@ class Services:
     @property
     def state(self) -> JobQueueState:
         if self._state is None:
-            self._state = JobQueueState(self.redis, self.settings.job_ttl_s)
+            self._state = JobQueueState(self.redis, self.settings.job_ttl_s, store=self.store)
         return self._state
 
     @property
@@ -49,20 +48,3 @@ class Services:
 
 def services() -> Services:
     return current_app.extensions["dreamq"]
-
-
-def authorized() -> bool:
-    """True when no tokens are configured, or the request carries one (bearer header or the pages' cookie)."""
-    tokens = services().settings.api_tokens
-    if not tokens:
-        return True
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        token = request.cookies.get(TOKEN_COOKIE, "")
-    return valid_token(token)
-
-
-def valid_token(token: str) -> bool:
-    token_b = token.strip().encode()
-    # Compare against every token, in constant time, so timing reveals nothing.
-    return bool(token_b) and any([hmac.compare_digest(token_b, t.encode()) for t in services().settings.api_tokens])

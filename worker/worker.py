@@ -277,15 +277,16 @@ class Worker:
         job = self.jobs.get(job_id)
         started = time.monotonic()
 
-        def fail(code: str, message: str) -> str:
+        def fail(code: str, message: str, detail: object = None) -> str:
+            # Clients see only ``message`` (generic); the detail (store URLs, exception text) stays in the log.
             self.jobs.finish(job_id, self.id, FAILED, error={"code": code, "message": message})
-            log.warning("job %s failed: %s: %s", job_id, code, message)
+            log.warning("job %s failed: %s: %s%s", job_id, code, message, f" ({detail})" if detail else "")
             return FAILED
 
         try:
             params = DreamParams.model_validate(job.params)
         except ValueError as exc:
-            return fail("invalid_params", str(exc))
+            return fail("invalid_params", "the job's parameters are invalid", exc)
         from .device import resolve_precision
 
         precision, warning = resolve_precision(params.precision, self.bf16)
@@ -302,7 +303,7 @@ class Worker:
                 return fail("input_missing", "the uploaded image is no longer in the store")
             image = decode_image(data)
         except (StoreError, ImageError) as exc:
-            return fail("input_unreadable", str(exc))
+            return fail("input_unreadable", "the uploaded image could not be read back", exc)
 
         progress = _ProgressWriter(self, job_id, params)
         last_check = [0.0]
@@ -340,10 +341,11 @@ class Worker:
         except Canceled:
             return self._stopped(job_id, "canceled")
         except StoreError as exc:
-            return fail("store_error", str(exc))
+            return fail("store_error", f"the image store failed (job {job_id}; details in the worker log)", exc)
         except Exception as exc:  # a bug or a device error: fail the job, keep the worker
             log.exception("job %s crashed", job_id)
-            return fail("internal_error", f"{type(exc).__name__}: {exc}")
+            return fail("internal_error", f"internal error (job {job_id}; details in the worker log)",
+                        f"{type(exc).__name__}: {exc}")
         progress.flush()
         self.jobs.finish(job_id, self.id, SUCCEEDED, result_url=url, dream_s=round(dream_s, 4), precision=precision)
         log.info("job %s succeeded in %.2fs", job_id, time.monotonic() - started)

@@ -49,7 +49,7 @@
     event.preventDefault();
     var button = form.querySelector("button[type=submit]");
     button.disabled = true;
-    fetch("/api/v1/jobs", { method: "POST", body: new FormData(form), credentials: "same-origin" })
+    fetch("/submit.json", { method: "POST", body: new FormData(form), credentials: "same-origin" })
       .then(function (response) {
         return response.json().then(function (body) { return { ok: response.ok, body: body }; },
           function () { return { ok: false, body: { error: { message: "HTTP " + response.status } } }; });

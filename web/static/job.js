@@ -66,7 +66,7 @@
   }
 
   function poll() {
-    fetch(api, { credentials: "same-origin", cache: "no-store" })
+    fetch(api + "/status.json", { credentials: "same-origin", cache: "no-store" })
       .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
       .then(function (job) { if (!render(job)) setTimeout(poll, 1000); })
       .catch(function () { setTimeout(poll, 3000); });
@@ -74,9 +74,8 @@
 
   $("cancel").addEventListener("submit", function (event) {
     event.preventDefault();
-    fetch(api + "/cancel", { method: "POST", credentials: "same-origin" })
-      .then(function (r) { return r.json(); })
-      .then(function (body) { if (body.id) render(body); });
+    // The page's cancel answers with a redirect to this page; the state is then read as usual.
+    fetch(api + "/cancel", { method: "POST", credentials: "same-origin" }).then(poll, poll);
   });
 
   if (["queued", "running"].indexOf(box.dataset.status) >= 0) poll();
