@@ -8,22 +8,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 
 import psutil
 import pytest
 
 from dreamq.supervisor import Child, Supervisor, exit_cause
 
-
-def wait_for(condition, timeout: float, what: str, every: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"no {what} within {timeout} s")
+from .webutil import wait_for
 
 
 class Running:

@@ -13,6 +13,7 @@ import requests
 from PIL import Image
 
 from .conftest import ROOT
+from .webutil import wait_for
 from shared.redis_server import free_port
 
 
@@ -87,16 +88,6 @@ def test_up_serves_a_dream_and_keeps_jobs_across_restarts(tmp_path, photo):
 
 LONG = {"model": "vgg16_hed", "layers": "block3_conv3=1", "octaves": "2", "iterations": "60"}
 QUICK_FORM = {"model": "vgg16_hed", "layers": "block3_conv3=1", "octaves": "1", "iterations": "3"}
-
-
-def wait_for(condition, timeout, what, every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"no {what} within {timeout} s")
 
 
 class Up:

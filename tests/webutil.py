@@ -76,3 +76,14 @@ def sse_events(body: str) -> list[tuple[str, dict]]:
         if name:
             events.append((name, data))
     return events
+
+
+def wait_for(condition, timeout: float, what: str, every: float = 0.05):
+    """``condition()``'s first truthy value, polled every ``every`` s; TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"no {what} within {timeout} s")
