@@ -487,6 +487,10 @@ def test_rate_limit_is_429_per_client_address(redis_url, clean_redis, tmp_path, 
             break
     assert_error(r, 429, "rate_limited")
     assert 1 <= int(r.headers["Retry-After"]) <= 60
+    # Another web process on the same Redis counts the same address as over its limit.
+    second = make_app(redis_url, tmp_path, rate_limit_per_minute=2).test_client()
+    second.environ_base["REMOTE_ADDR"] = client.environ_base["REMOTE_ADDR"]
+    assert_error(post_job(second, jpeg), 429, "rate_limited")
     other = client.post(
         "/api/v1/jobs", data={"image": (io.BytesIO(jpeg), "a.jpg")}, content_type="multipart/form-data",
         environ_base={"REMOTE_ADDR": "10.0.0.9"})

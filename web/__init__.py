@@ -14,7 +14,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 
 
 def create_app(settings: Settings | None = None, *, celery=None, redis_client=None) -> Flask:
-    from . import api, errors, metrics, pages
+    from . import api, errors, limits, metrics, pages
     from .services import Services
 
     settings = settings or get_settings()
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, *, celery=None, redis_client=No
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.extensions["dreamq"] = Services(settings, celery=celery, redis_client=redis_client)
 
+    limits.init_app(app, settings, redis_client)
     errors.register(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.ops)

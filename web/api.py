@@ -25,8 +25,9 @@ from shared.store import INPUT, PREVIEW, RESULT
 from shared.workers import live_workers, model_status, ready_workers
 
 from . import metrics
-from .errors import ApiError, not_found, upload_too_large
 from .auth import authenticate, bearer_token, can_see, owner_filter, request_owner
+from .errors import ApiError, not_found, upload_too_large
+from .limits import check_submission, client_key
 from .services import services
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -66,29 +67,6 @@ def get_job(job_id: str) -> Job:
 def describe(job: Job) -> dict:
     state = services().state
     return job_json(job, state.queue_position(job.id) if job.status == QUEUED_S else None)
-
-
-def client_key() -> str:
-    """Who a submission counts against: the peer address, or the one the trusted proxies say
-    (DREAMQ_PROXY_HOPS, through ProxyFix); with 0 hops X-Forwarded-For is ignored."""
-    return request.remote_addr or "unknown"
-
-
-def check_rate_limit() -> None:
-    svc = services()
-    limit = svc.settings.rate_limit_per_minute
-    if not limit:
-        return
-    now = time.time()
-    key = f"dreamq:rate:{client_key()}:{int(now // 60)}"  # fixed one-minute window
-    with svc.redis.pipeline() as p:
-        p.incr(key)
-        p.expire(key, 61)
-        count, _ = p.execute()
-    if count > limit:
-        retry = max(1, 60 - int(now % 60))
-        raise ApiError(429, "rate_limited", f"more than {limit} submissions a minute; try again in {retry} s",
-                       headers={"Retry-After": str(retry)})
 
 
 def check_caps() -> None:
@@ -170,7 +148,7 @@ def submit_from_request() -> Job:
                        "send multipart/form-data: the photo as an `image` file field, parameters as form fields"
                        + (" (JSON bodies are not accepted)" if request.is_json else ""))
     # Everything that can refuse without the body does so before reading it.
-    check_rate_limit()
+    check_submission(svc.settings.rate_limit_per_minute)
     check_caps()
     try:
         form, files = request.form, request.files

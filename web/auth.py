@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 import unicodedata
 from urllib.parse import urlsplit
 
@@ -15,7 +14,7 @@ from flask import g, request
 
 from shared.job import Job
 
-from .errors import ApiError
+from . import limits
 from .services import TOKEN_COOKIE, services
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -85,29 +84,16 @@ def can_see(job: Job) -> bool:
 
 
 # -- failed logins -----------------------------------------------------------------
-# Counted in Redis (a fixed window per address), so the limit holds across gunicorn processes.
-
-def _login_key() -> tuple[str, int]:
-    window = services().settings.login_window_s
-    now = time.time()
-    return f"dreamq:login-failures:{request.remote_addr}:{int(now // window)}", max(1, int(window - now % window))
-
+# Counted by Flask-Limiter in Redis (web/limits.py), so the limit holds across gunicorn processes.
 
 def check_login_allowed() -> None:
     settings = services().settings
-    key, retry = _login_key()
-    failures = int(services().redis.get(key) or 0)
-    if failures >= settings.login_max_failures:
-        raise ApiError(429, "rate_limited", f"too many failed logins from this address; try again in {retry} s",
-                       headers={"Retry-After": str(retry)})
+    limits.check_login_allowed(settings.login_max_failures, settings.login_window_s)
 
 
 def record_login_failure() -> None:
-    key, _ = _login_key()
-    with services().redis.pipeline() as p:
-        p.incr(key)
-        p.expire(key, services().settings.login_window_s + 1)
-        p.execute()
+    settings = services().settings
+    limits.record_login_failure(settings.login_max_failures, settings.login_window_s)
 
 
 # -- cookies, redirects, cross-site POSTs --------------------------------------------
