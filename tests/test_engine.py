@@ -1,4 +1,6 @@
 """What the engine promises the queue: sizes, progress, previews, max_loss, cancel, a real dream."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -29,7 +31,7 @@ def test_loss_rises_within_each_octave_and_size_is_kept(vgg, vgg_photo):
     for octave in range(params.octaves):
         losses = [p.loss for p in seen if p.octave == octave]
         assert len(losses) == 6
-        assert all(b > a for a, b in zip(losses, losses[1:])), f"octave {octave}: {losses}"
+        assert all(b > a for a, b in itertools.pairwise(losses)), f"octave {octave}: {losses}"
     fractions = [p.fraction for p in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert [o for o, _ in previews] == [0, 1, 2]
@@ -71,6 +73,20 @@ def test_cancel_stops_before_the_next_step(vgg, vgg_photo):
     with pytest.raises(Canceled):
         vgg.dream(vgg_photo, params, on_progress=seen.append, should_cancel=lambda: len(seen) >= 3)
     assert len(seen) == 3
+
+
+def test_cancel_before_the_first_step_reports_nothing(vgg, vgg_photo):
+    polls, seen, previews = [], [], []
+
+    def should_cancel():
+        polls.append(1)
+        return True
+
+    params = parse_params({"model": "vgg16_hed", "iterations": 2, "octaves": 1})
+    with pytest.raises(Canceled):
+        vgg.dream(vgg_photo, params, on_progress=seen.append,
+                  on_preview=lambda octave, img: previews.append(octave), should_cancel=should_cancel)
+    assert (len(polls), seen, previews) == (1, [], [])
 
 
 def test_compiled_once_for_all_sizes(vgg, vgg_photo):

@@ -7,9 +7,10 @@ size, and the caller can watch (progress, preview) and stop (cancel) a job.
 """
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import keras
 import numpy as np
@@ -20,11 +21,11 @@ from shared.params import DreamParams
 
 from .models import DreamModel
 
-__all__ = ["Dreamer", "Canceled", "Progress"]
+__all__ = ["Canceled", "Dreamer", "Progress"]
 
 
 class Canceled(Exception):
-    """The cancel check said stop; raised between two steps."""
+    """Raised by ``Dreamer.dream`` when its ``should_cancel()`` returns True (checked before every step)."""
 
 
 @dataclass
@@ -71,20 +72,19 @@ def make_gradient_fns(extractor):
         image_spec = tf.TensorSpec([1, None, None, 3], tf.float32)
         coeff_spec = tf.TensorSpec([None], tf.float32)
 
-        @tf.function(input_signature=[image_spec, coeff_spec])
-        def gradient(img, coeffs):
+        def loss_and_grads(img, coeffs):
             with tf.GradientTape() as tape:
                 tape.watch(img)
                 loss = dream_loss(extractor(img), coeffs)
             return loss, tape.gradient(loss, img)
 
+        gradient = tf.function(loss_and_grads, input_signature=[image_spec, coeff_spec])
+
+        # One graph for loss, gradient, normalisation and update, as the seed's step.
         @tf.function(input_signature=[image_spec, coeff_spec, tf.TensorSpec([], tf.float32)])
         def step(img, coeffs, learning_rate):
-            with tf.GradientTape() as tape:
-                tape.watch(img)
-                loss = dream_loss(extractor(img), coeffs)
-            grads = _normalize(tape.gradient(loss, img))
-            return loss, img + learning_rate * grads
+            loss, grads = loss_and_grads(img, coeffs)
+            return loss, img + learning_rate * _normalize(grads)
 
         return step, gradient
     if backend == "jax":
@@ -97,11 +97,12 @@ def make_gradient_fns(extractor):
             features, _ = extractor.stateless_call(trainable, frozen, img, training=False)
             return dream_loss(features, coeffs)
 
-        jax_gradient = jax.jit(jax.value_and_grad(loss_fn))  # traced once per shape: no shape-polymorphic jit
+        loss_and_grads = jax.value_and_grad(loss_fn)
+        jax_gradient = jax.jit(loss_and_grads)  # traced once per shape: no shape-polymorphic jit
 
         @jax.jit
         def jax_step(img, coeffs, learning_rate):
-            loss, grads = jax.value_and_grad(loss_fn)(img, coeffs)
+            loss, grads = loss_and_grads(img, coeffs)
             return loss, img + learning_rate * _normalize(grads)
 
         return jax_step, jax_gradient
@@ -117,7 +118,7 @@ def tile_bounds(length: int, tile: int) -> list[tuple[int, int]]:
     """Split ``length`` into near-equal spans of at most ``tile`` (no sliver at the end)."""
     n = max(1, -(-length // tile))
     edges = np.linspace(0, length, n + 1).round().astype(int)
-    return list(zip(edges[:-1], edges[1:]))
+    return list(itertools.pairwise(edges))
 
 
 def bf16_clone(network):
@@ -195,6 +196,35 @@ class Dreamer:
         grads /= max(float(np.abs(grads).mean()), 1e-6)
         return loss, ops.convert_to_tensor(x + float(learning_rate) * grads)
 
+    def ascent_step(self, params: DreamParams, tile: int | None, rng: np.random.Generator):
+        """This job's gradient ascent step, ``img -> (loss, img)``: chosen once, called every step.
+
+        ``rng`` is drawn from only here, step by step (tile rolls, jitter), so a
+        seed gives the same dream.
+        """
+        layers = tuple(params.layers)
+        step, gradient = self.gradient_fns(layers, params.precision)
+        coeffs = ops.convert_to_tensor(np.array([params.layers[n] for n in layers], np.float32))
+        learning_rate = ops.convert_to_tensor(np.float32(params.step))
+
+        def tiled(img):
+            # Tile by tile: memory bounded by the tile, not by the picture.
+            return self.tiled_step(img, coeffs, learning_rate, gradient, tile, rng)
+
+        def jittered(img):
+            # Shift the image a little each step, so features don't lock to the pixel grid.
+            dy, dx = (int(v) for v in rng.integers(-params.jitter, params.jitter + 1, size=2))
+            loss, img = step(ops.roll(img, (dy, dx), axis=(1, 2)), coeffs, learning_rate)
+            return loss, ops.roll(img, (-dy, -dx), axis=(1, 2))
+
+        def plain(img):
+            # The seed's step, exactly: one compiled call.
+            return step(img, coeffs, learning_rate)
+
+        if tile is not None:
+            return tiled
+        return jittered if params.jitter else plain
+
     def dream(
         self,
         image: np.ndarray,
@@ -206,20 +236,20 @@ class Dreamer:
     ) -> np.ndarray:
         """Dream on an ``(H, W, 3)`` uint8 RGB image; return the result, same size and type.
 
-        on_progress: after every step.  on_preview(octave, uint8 image): after
-        every octave.  should_cancel: polled before every step; if it returns
-        True the job stops there with Canceled.
+        on_progress(Progress): after every step.  on_preview(octave, uint8 image):
+        after every octave.  should_cancel() returns a bool and is polled before
+        every step, the first included; when it returns True the engine raises
+        Canceled there.  An exception raised by any of these callbacks propagates
+        unchanged: the engine neither catches nor wraps it.
         """
         layers = tuple(params.layers)
         if params.precision not in ("fp32", "bf16"):  # "auto" is the caller's to resolve (worker.device)
             raise ValueError(f"precision must be fp32 or bf16 here, not {params.precision!r}")
-        step, gradient = self.gradient_fns(layers, params.precision)
-        coeffs = ops.convert_to_tensor(np.array([params.layers[n] for n in layers], np.float32))
-        learning_rate = ops.convert_to_tensor(np.float32(params.step))
         tile = params.tile_size
         if tile is None and self.auto_tile_pixels and image.shape[0] * image.shape[1] > self.auto_tile_pixels:
             tile = self.auto_tile_size
         rng = np.random.default_rng(params.seed)  # rolls are random but repeatable
+        ascend = self.ascent_step(params, tile, rng)
         started = time.perf_counter()
 
         original = ops.convert_to_tensor(self.model.preprocess(image.astype(np.float32)[None]))
@@ -230,26 +260,22 @@ class Dreamer:
             raise ValueError(f"the image is {image.shape[1]}x{image.shape[0]}, below the {min_side} px minimum")
         shrunk_original = resize(original, shapes[0])
 
-        img = original
-        for octave, shape in enumerate(shapes):
-            img = resize(img, shape)
+        def gradient_ascent_loop(img, octave: int):
             for i in range(params.iterations):
                 if should_cancel is not None and should_cancel():
                     raise Canceled()
-                if tile is not None:
-                    loss, img = self.tiled_step(img, coeffs, learning_rate, gradient, tile, rng)
-                elif params.jitter:
-                    # Shift the image a little each step, so features don't lock to the pixel grid.
-                    dy, dx = (int(v) for v in rng.integers(-params.jitter, params.jitter + 1, size=2))
-                    loss, img = step(ops.roll(img, (dy, dx), axis=(1, 2)), coeffs, learning_rate)
-                    img = ops.roll(img, (-dy, -dx), axis=(1, 2))
-                else:
-                    loss, img = step(img, coeffs, learning_rate)  # the seed's step, exactly
+                loss, img = ascend(img)
                 loss = float(loss)
                 if on_progress is not None:
                     on_progress(Progress(octave, len(shapes), i, params.iterations, loss, time.perf_counter() - started))
                 if params.max_loss is not None and loss > params.max_loss:
                     break
+            return img
+
+        img = original
+        for octave, shape in enumerate(shapes):
+            img = resize(img, shape)
+            img = gradient_ascent_loop(img, octave)
             # Put back the detail that shrinking and re-enlarging the original lost.
             upscaled_shrunk_original = resize(shrunk_original, shape)
             same_size_original = resize(original, shape)
