@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.e2e [--size 640x960] [--repeat 1] [--no-bf16]
 
 Seed: the example in a fresh process (imports, model, retracing, steps, PNG:
-`tests/seed_reference.py`), wall clock.  dreamq: submit to a warm worker
+`bench/seed_reference.py`), wall clock.  dreamq: submit to a warm worker
 through Redis until the result PNG is in the store, for fp32 (exact) and
 `precision=bf16` (fast; a worker without native bf16 runs fp32 instead and
 the job says so: the table shows what really ran).  Random InceptionV3
@@ -29,13 +29,13 @@ import numpy as np
 
 from bench.machine import print_header
 
-# The example as a script, with max_loss as a parameter (tests/seed_reference.py's own
+# The example as a script, with max_loss as a parameter (bench/seed_reference.py's own
 # __main__ always uses the seed's 15).
 SEED_SCRIPT = r"""
 import sys
 import numpy as np
 from PIL import Image
-from tests.seed_reference import run_seed
+from bench.seed_reference import run_seed
 src, weights, dst, max_loss = sys.argv[1:5]
 max_loss = None if max_loss == "none" else float(max_loss)
 Image.fromarray(run_seed(np.asarray(Image.open(src).convert("RGB")), weights, max_loss=max_loss)).save(dst)
@@ -55,9 +55,9 @@ def main() -> None:
 
     from PIL import Image
 
+    from bench.cluster import ROOT, SAMPLE, Service
     from shared.redis_server import EmbeddedRedis
-    from shared.store import RESULT
-    from tests.conftest import ROOT, SAMPLE, Service
+    from shared.kinds.image import RESULT
     from worker.models import load_model
 
     tmp = Path(tempfile.mkdtemp())

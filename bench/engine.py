@@ -64,7 +64,7 @@ def main() -> None:
     import keras
 
     from shared.params import parse_params
-    from tests.seed_reference import run_seed
+    from bench.seed_reference import run_seed
     from worker.dream import Dreamer
     from worker.models import load_model
 

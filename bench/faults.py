@@ -3,10 +3,11 @@
     .venv/bin/python -m bench.faults [--only NAME ...]
 
 Every scenario starts its own embedded Redis (so it may kill it), real
-``dreamq worker`` processes and, where it needs one, a real gunicorn web
-server on 127.0.0.1.  Each checks its outcome (AssertionError otherwise) and
-returns the figures it measured; ``tests/test_reliability.py`` runs the same
-functions.  Scenarios:
+``dreamq worker`` processes (bench/cluster.py's Service) and, where it needs
+one, a real gunicorn web server on 127.0.0.1.  Each checks its outcome
+(AssertionError otherwise; TimeoutError when what it waits for never comes)
+and returns the figures it measured; ``tests/test_reliability.py`` runs the
+same functions.  Scenarios:
 
   kill_lone_worker   SIGKILL the only worker mid-job; the job runs when a new worker starts
   crash_loop         a job that kills its worker every time fails `worker_lost` after max_attempts
@@ -17,7 +18,7 @@ functions.  Scenarios:
   worker_sigterm     SIGTERM a worker mid-job: the job goes back to the queue, succeeds on another
   queue_cap          DREAMQ_MAX_QUEUED: submissions above it get 503 and nothing is enqueued
 
-The crash loop needs the worker's test hook (worker/worker.py, DREAMQ_TEST_FAULTS=1).
+The crash loop loads a worker plugin, bench/crash_plugin.py (DREAMQ_PLUGINS=bench.crash_plugin).
 """
 from __future__ import annotations
 
@@ -27,18 +28,16 @@ import json
 import os
 import resource
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.cluster import SAMPLE, Service, wait_for
 from bench.machine import print_header
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = {"model": "vgg16_hed", "layers": "block3_conv3=1", "octaves": 1, "iterations": 1}
 # About 3-6 s on one CPU thread at 96x96: long enough to be hit mid-run.
 LONG = {"model": "vgg16_hed", "layers": "block3_conv3=1", "octaves": 2, "iterations": 60}
@@ -48,8 +47,6 @@ FINISHED = ("succeeded", "failed", "canceled")
 
 def test_image(side: int = 96) -> np.ndarray:
     from PIL import Image
-
-    from tests.conftest import SAMPLE
 
     return np.asarray(Image.open(SAMPLE).convert("RGB").resize((side, side), Image.LANCZOS))
 
@@ -62,9 +59,8 @@ def png(image: np.ndarray) -> bytes:
 
 @contextlib.contextmanager
 def cluster(tmp: Path, env: dict[str, str] | None = None):
-    """An embedded Redis of its own and a Service (tests/conftest.py) to start workers on it."""
+    """An embedded Redis of its own and a Service (bench/cluster.py) to start workers on it."""
     from shared.redis_server import EmbeddedRedis
-    from tests.conftest import Service
 
     tmp.mkdir(parents=True, exist_ok=True)
     server = EmbeddedRedis(tmp / "redis").start()
@@ -84,49 +80,6 @@ def web_env(svc, **extra: str) -> dict[str, str]:
 
 def pid_of(job) -> int:
     return int(job.worker.rsplit(":", 1)[1])
-
-
-def wait_for(predicate, timeout: float, what: str, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def submit_with(svc, image: np.ndarray, before_enqueue=None, **params) -> str:
-    """Like Service.submit, with a hook between writing the record and sending the message."""
-    from shared.params import parse_params
-    from shared.queue import enqueue
-    from shared.store import INPUT
-
-    job = svc.state.create(parse_params(params).model_dump())
-    job.input_url = svc.store.put(job.id, INPUT, png(image))
-    svc.state.save_new(job)
-    if before_enqueue:
-        before_enqueue(job.id)
-    enqueue(svc.celery, job.id, job.dispatch)
-    return job.id
-
-
-def start_worker_piped(svc, **env: str) -> subprocess.Popen:
-    """A worker whose output goes through a pipe (a file size limit must not hit its log)."""
-    log = open(svc.logs / f"worker{len(svc.procs)}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "dreamq.cli", "worker", "--loglevel", "INFO"],
-                            env={**svc.env, **env}, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-    def drain():
-        with log:
-            for line in iter(proc.stdout.readline, b""):
-                log.write(line)
-                log.flush()
-
-    threading.Thread(target=drain, daemon=True).start()
-    svc.procs.append(proc)
-    svc.wait_ready(proc.pid)
-    return proc
 
 
 # -- scenarios ---------------------------------------------------------------------
@@ -159,14 +112,14 @@ def kill_lone_worker(tmp: Path, image: np.ndarray) -> dict:
 
 def crash_loop(tmp: Path, image: np.ndarray, max_attempts: int = 2) -> dict:
     """max_attempts + 1 workers with the crash hook; every delivery of the poisoned job kills one."""
-    from worker.worker import TEST_CRASH
+    from bench.crash_plugin import CRASH, ENV
 
     with cluster(tmp, {"DREAMQ_MAX_ATTEMPTS": str(max_attempts)}) as svc:
-        procs = [svc.start_worker(wait=False, DREAMQ_TEST_FAULTS="1") for _ in range(max_attempts + 1)]
+        procs = [svc.start_worker(wait=False, **ENV) for _ in range(max_attempts + 1)]
         for p in procs:
             svc.wait_ready(p.pid)
         t0 = time.monotonic()
-        job_id = submit_with(svc, image, before_enqueue=lambda i: svc.redis.set(TEST_CRASH + i, "1"), **TINY)
+        job_id = svc.submit(image, before_enqueue=lambda i: svc.redis.set(CRASH + i, "1"), **TINY)
         job = svc.wait(job_id, timeout=30 * max_attempts + 30)
         fail_s = time.monotonic() - t0
         assert job.status == "failed" and job.error["code"] == "worker_lost", (job.status, job.error)
@@ -301,7 +254,7 @@ def web_restart(tmp: Path, image: np.ndarray) -> dict:
 def limited_worker(tmp: Path, time_limit_s: int = 2):
     """One worker with DREAMQ_JOB_TIME_LIMIT_S; its output through a pipe (see store_unwritable)."""
     with cluster(tmp, {"DREAMQ_JOB_TIME_LIMIT_S": str(time_limit_s)}) as svc:
-        svc.worker = start_worker_piped(svc)
+        svc.worker = svc.start_worker(piped=True)
         yield svc
 
 
@@ -370,11 +323,12 @@ def worker_sigterm(tmp: Path, image: np.ndarray) -> dict:
 
 def queue_cap(tmp: Path, image: np.ndarray, cap: int = 5, extra: int = 4, burst: int = 20) -> dict:
     """No worker: a cap of ``cap`` queued jobs, then ``extra`` more submissions one by one, then a burst."""
-    import requests
     from concurrent.futures import ThreadPoolExecutor
 
+    import requests
+
     from bench.load import WebServer
-    from shared.job import JOBS, QUEUED
+    from shared.keys import JOBS, QUEUED_JOBS
     from shared.queue import QUEUE
 
     with cluster(tmp) as svc:
@@ -386,7 +340,7 @@ def queue_cap(tmp: Path, image: np.ndarray, cap: int = 5, extra: int = 4, burst:
                                  files={"image": ("photo.png", png(image), "image/png")}, timeout=30)
 
         def counts():
-            return {"queued": svc.redis.zcard(QUEUED), "records": svc.redis.zcard(JOBS),
+            return {"queued": svc.redis.zcard(QUEUED_JOBS), "records": svc.redis.zcard(JOBS),
                     "celery_messages": svc.redis.llen(QUEUE),
                     "stored_inputs": len(list(store_dir.glob("*/input.png"))) if store_dir.exists() else 0}
 
@@ -411,9 +365,9 @@ def queue_cap(tmp: Path, image: np.ndarray, cap: int = 5, extra: int = 4, burst:
             edge_counts = counts()
             # One slot: exactly one winner, the rest 503, and a loser's stored input is removed again.
             assert edge.count(202) == 1 and edge.count(503) == burst - 1, edge
-            # (+1: the canceled job keeps its record and input; its message left the list at cancel)
+            # (+1: the canceled job keeps its record; its message and its input went at the cancel)
             assert edge_counts == {"queued": cap, "records": cap + 1, "celery_messages": cap,
-                                   "stored_inputs": cap + 1}, edge_counts
+                                   "stored_inputs": cap}, edge_counts
             return {"cap": cap, "serial": f"{cap} x 202, {extra} x 503 queue_full", "after_serial": after_serial,
                     "burst_when_full": f"{burst} x 503", "edge_race": f"1 slot, {burst} clients: "
                     f"{edge.count(202)} x 202, {edge.count(503)} x 503", "queued_after_edge_race": edge_counts["queued"]}

@@ -121,8 +121,8 @@ def main() -> None:
         import tempfile
         from pathlib import Path
 
+        from bench.cluster import Service
         from shared.redis_server import EmbeddedRedis
-        from tests.conftest import Service
 
         tmp = Path(tempfile.mkdtemp())
         server = EmbeddedRedis(tmp / "redis").start()

@@ -98,7 +98,7 @@ class WebServer:
 def tiny_png(size: int = 48) -> bytes:
     from PIL import Image
 
-    from tests.conftest import SAMPLE
+    from bench.cluster import SAMPLE
 
     buf = io.BytesIO()
     Image.open(SAMPLE).convert("RGB").resize((size, size), Image.LANCZOS).save(buf, format="PNG")
@@ -137,7 +137,7 @@ def run_load(base_url: str, redis_client, png: bytes, submissions: int, clients:
     """Submit concurrently, poll meanwhile, wait for every accepted job; never more than ``deadline_s``."""
     import requests
 
-    from shared.job import JOBS, QUEUED, RUNNING, job_key
+    from shared import keys
     from shared.queue import QUEUE
 
     params = params or TINY
@@ -215,7 +215,7 @@ def run_load(base_url: str, redis_client, png: bytes, submissions: int, clients:
     while time.monotonic() < stop_at:
         with redis_client.pipeline() as p:
             for job_id in result.accepted:
-                p.hget(job_key(job_id), "status")
+                p.hget(keys.job(job_id), "status")
             statuses = p.execute()
         if all(s in (b"succeeded", b"failed", b"canceled") for s in statuses):
             break
@@ -227,10 +227,10 @@ def run_load(base_url: str, redis_client, png: bytes, submissions: int, clients:
     for job_id, status in zip(result.accepted, statuses):
         name = status.decode() if status else "missing"
         result.final[name] = result.final.get(name, 0) + 1
-    indexed = {raw.decode() for raw in redis_client.zrange(JOBS, 0, -1)}
+    indexed = {raw.decode() for raw in redis_client.zrange(keys.JOBS, 0, -1)}
     result.lost = sorted(set(result.accepted) - indexed) + [i for i, s in zip(result.accepted, statuses) if s is None]
     result.leftover = {"indexed_not_accepted": len(indexed - set(result.accepted)),
-                       "queued": redis_client.zcard(QUEUED), "running": redis_client.zcard(RUNNING),
+                       "queued": redis_client.zcard(keys.QUEUED_JOBS), "running": redis_client.zcard(keys.RUNNING_JOBS),
                        "celery_messages": redis_client.llen(QUEUE)}
     return result
 
@@ -251,8 +251,8 @@ def main() -> None:
 
     import json
 
+    from bench.cluster import Service
     from shared.redis_server import EmbeddedRedis
-    from tests.conftest import Service
 
     tmp = Path(tempfile.mkdtemp(prefix="dreamq-load-"))
     server = EmbeddedRedis(tmp / "redis").start()

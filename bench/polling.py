@@ -51,8 +51,8 @@ def main() -> None:
 
     from PIL import Image
 
+    from bench.cluster import ROOT, SAMPLE, Service
     from shared.redis_server import EmbeddedRedis, free_port
-    from tests.conftest import ROOT, SAMPLE, Service
 
     tmp = Path(tempfile.mkdtemp())
     server = EmbeddedRedis(tmp / "redis").start()

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.machine import print_header
+from shared import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"model": "vgg16_hed", "layers": "block3_conv3=1", "octaves": 1, "iterations": 1}
@@ -43,8 +44,8 @@ POOLS = ("solo", "threads")
 @contextlib.contextmanager
 def pool_worker(pool: str, tmp: Path):
     """A warm `celery -A worker worker -P <pool>` on an embedded Redis of its own."""
+    from bench.cluster import Service
     from shared.redis_server import EmbeddedRedis
-    from tests.conftest import Service
 
     server = EmbeddedRedis(tmp / "redis").start()
     svc = Service(server.url, tmp, {"DREAMQ_MODELS": "vgg16_hed"})
@@ -75,7 +76,7 @@ def wait_warm(svc, image) -> None:
 def round_trip(svc, image) -> float:
     t0 = time.perf_counter()
     job_id = svc.submit(image, **TINY)
-    key = f"dreamq:job:{job_id}"
+    key = keys.job(job_id)
     while svc.redis.hget(key, "status") != b"succeeded":
         time.sleep(0.001)
     return time.perf_counter() - t0
@@ -118,7 +119,7 @@ def main() -> None:
 
     from PIL import Image
 
-    from tests.conftest import SAMPLE
+    from bench.cluster import SAMPLE
 
     image = np.asarray(Image.open(SAMPLE).convert("RGB").resize((64, 64)))
     tmp = Path(tempfile.mkdtemp(prefix="dreamq-pool-"))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.machine import print_header
+from shared import keys
 
 
 def pct(values, q):
@@ -34,8 +35,8 @@ def main() -> None:
 
     from PIL import Image
 
+    from bench.cluster import SAMPLE, Service
     from shared.redis_server import EmbeddedRedis
-    from tests.conftest import SAMPLE, Service
 
     tmp = Path(tempfile.mkdtemp())
     server = EmbeddedRedis(tmp / "redis").start()
@@ -54,10 +55,10 @@ def main() -> None:
         for _ in range(args.jobs):
             t0 = time.time()
             job_id = svc.submit(image, **params)
-            while svc.redis.hget(f"dreamq:job:{job_id}", "status") == b"queued":
+            while svc.redis.hget(keys.job(job_id), "status") == b"queued":
                 time.sleep(0.001)
             to_running.append(time.time() - t0)
-            while svc.redis.hget(f"dreamq:job:{job_id}", "status") not in (b"succeeded", b"failed"):
+            while svc.redis.hget(keys.job(job_id), "status") not in (b"succeeded", b"failed"):
                 time.sleep(0.001)
             seen = time.time()
             job = svc.state.get(job_id)

@@ -178,6 +178,18 @@ def up_command(host: str, port: int, workers: int, data_dir: Path | None) -> Non
     sys.exit(up(host, port, workers, data_dir))
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--debug", is_flag=True, help="Flask's debugger and reloader (never on a public address).")
+def web(host: str, port: int, debug: bool) -> None:
+    """Run the web front end with Flask's development server (production: gunicorn 'web:create_app()')."""
+    from web import create_app
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    create_app().run(host=host, port=port, debug=debug, threaded=True)
+
+
 def _register_commands() -> None:
     from dreamq.client import COMMANDS
 

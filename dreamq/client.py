@@ -1,4 +1,4 @@
-"""Client commands of `dreamq` (submit, status, cancel) and `dreamq web`: no Keras here.
+"""Client commands of `dreamq` (submit, status, cancel): no Keras here.
 
 They talk to the HTTP API with `requests`.  Exit codes: 0 ok, 1 the job failed,
 2 usage error or the server refused the request (4xx), 3 the job was canceled,
@@ -6,7 +6,7 @@ They talk to the HTTP API with `requests`.  Exit codes: 0 ok, 1 the job failed,
 """
 from __future__ import annotations
 
-import os
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import requests
 
+from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import MODELS
 from shared.params import DreamParams
 
@@ -31,7 +32,15 @@ PARAM_HELP = {
     "max_side": "Downscale so the longer side is at most this.", "precision": "fp32 (exact), bf16 (faster where the worker has native bf16, else runs fp32) or auto.",
     "tile_size": "Gradient tile by tile of this size (bounded memory).",
     "jitter": "Random roll of up to this many pixels per step.", "seed": "Seed of the random rolls.",
+    "guide_layer": "With --guide: the layer drawn toward the guide's features [the model's].",
+    # kind=zoom
+    "frames": "Frames of the video [--kind zoom].", "zoom": "Zoom factor per frame, e.g. 1.05 [--kind zoom].",
+    "rotate": "Degrees turned per frame [--kind zoom].", "fps": "Frames per second [--kind zoom].",
+    "format": "mp4, webm, gif or webp [--kind zoom].",
 }
+# Result media type -> file extension, for the default output name.
+EXTENSIONS = {"image/png": ".png", "video/mp4": ".mp4", "video/webm": ".webm", "image/gif": ".gif",
+              "image/webp": ".webp"}
 
 
 def _fail(message: str, code: int = USAGE) -> None:
@@ -46,6 +55,23 @@ def param_options(f):
         f = click.option(f"--{name.replace('_', '-')}", name, type=kind, default=None,
                          help=PARAM_HELP.get(name, f"Dream parameter {name}."))(f)
     return f
+
+
+def kind_options(f):
+    """--kind, and one option per parameter that only some kinds have (kind=zoom's frames, zoom...)."""
+    extra: dict[str, list[str]] = {}
+    for kind in KINDS.values():
+        for name in kind.params.model_fields:
+            if name not in DreamParams.model_fields:
+                extra.setdefault(name, []).append(kind.name)
+    for name in reversed(list(extra)):
+        f = click.option(f"--{name.replace('_', '-')}", name, default=None,
+                         help=PARAM_HELP.get(name, f"Parameter {name} (--kind {' or '.join(extra[name])}).")
+                         )(f)
+    f = click.option("--guide", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                     help="A guide image: the dream is drawn toward its features.")(f)
+    return click.option("--kind", type=click.Choice(list(KINDS)), default=None,
+                        help=f"What to make: {', '.join(KINDS)} [{DEFAULT_KIND}]; zoom: a video.")(f)
 
 
 def server_options(f):
@@ -96,37 +122,87 @@ def _describe(job: dict) -> str:
     p = job["progress"]
     if job["status"] == "queued":
         return f"queued (#{job['queue_position']})" if job.get("queue_position") else "queued"
+    if job["status"] == "running" and "frame" in (job.get("links") or {}):
+        frames = job["params"].get("frames") or p.get("frames")
+        text = f"frame {min(frames_done(job) + 1, frames or 0) or '?'}/{frames}"
+        if p.get("octave") is not None:
+            text += f", octave {p['octave'] + 1}/{p['octaves']}"
+        return text
     if job["status"] == "running" and p.get("octave") is not None:
         return f"octave {p['octave'] + 1}/{p['octaves']}"
     return job["status"]
 
 
-def wait_for(api: Api, job_id: str, output: Path) -> int:
-    from tqdm import tqdm
+def frames_done(job: dict) -> int:
+    """Finished frames of a video job: the server links the latest, /frames/<n>."""
+    link = (job.get("links") or {}).get("frame")
+    return int(link.rsplit("/", 1)[1]) + 1 if link else 0
 
-    bar = tqdm(total=100, unit="%", bar_format="{percentage:3.0f}%|{bar}| {desc}", dynamic_ncols=True)
+
+class Progress:
+    """The terminal's progress bar: percent for a picture, frames for a video."""
+
+    def __init__(self):
+        self.bar = None
+
+    def show(self, job: dict) -> None:
+        from tqdm import tqdm
+
+        p = job["progress"]
+        video = "frame" in (job.get("links") or {})
+        if self.bar is None:
+            if video:
+                self.bar = tqdm(total=job["params"].get("frames") or p.get("frames") or 1, unit="frame",
+                                bar_format="{n_fmt}/{total_fmt} frames|{bar}| {desc}", dynamic_ncols=True)
+            else:
+                self.bar = tqdm(total=100, unit="%", bar_format="{percentage:3.0f}%|{bar}| {desc}",
+                                dynamic_ncols=True)
+        text = _describe(job)
+        if p.get("loss") is not None and job["status"] == "running":
+            eta = f", eta {p['eta_s']:.0f}s" if p.get("eta_s") else ""
+            text += f", loss {p['loss']:.2f}{eta}"
+        self.bar.set_description_str(text, refresh=False)
+        if video:
+            self.bar.n = self.bar.total if job["status"] == "succeeded" else frames_done(job)
+        else:
+            self.bar.n = round(100 * (p.get("fraction") or 0), 1)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def wait_for(api: Api, job_id: str, output: Path | None, image: Path | None = None) -> int:
+    """Follow the job with a progress bar; once it succeeds, write its result to ``output``
+    (default: IMAGE_dream with the result's extension)."""
+    progress = Progress()
     try:
-        with bar:
-            while True:
-                job = api.call("GET", f"/api/v1/jobs/{job_id}", retries=10).json()
-                p = job["progress"]
-                text = _describe(job)
-                if p.get("loss") is not None and job["status"] == "running":
-                    eta = f", eta {p['eta_s']:.0f}s" if p.get("eta_s") else ""
-                    text += f", loss {p['loss']:.2f}{eta}"
-                bar.set_description_str(text, refresh=False)
-                bar.n = round(100 * (p.get("fraction") or 0), 1)
-                bar.refresh()
-                if job["status"] in EXIT_OF_STATUS:
-                    break
-                time.sleep(0.5)
+        while True:
+            job = api.call("GET", f"/api/v1/jobs/{job_id}", retries=10).json()
+            progress.show(job)
+            if job["status"] in EXIT_OF_STATUS:
+                break
+            time.sleep(0.5)
     except KeyboardInterrupt:
+        progress.close()
         click.echo(f"\nstopped waiting; the job goes on: dreamq status {job_id} / dreamq cancel {job_id}", err=True)
         return 130
+    progress.close()
     if job["status"] == "succeeded":
-        data = api.call("GET", f"/api/v1/jobs/{job_id}/result", retries=3).content
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_bytes(data)
+        with api.call("GET", f"/api/v1/jobs/{job_id}/result", retries=3, stream=True) as response:
+            if output is None:
+                media_type = response.headers.get("Content-Type", "image/png").split(";")[0].strip()
+                stem = image.stem if image is not None else job_id
+                output = (image.parent if image is not None else Path(".")) / (
+                    f"{stem}_dream{EXTENSIONS.get(media_type, '.png')}")
+            output.parent.mkdir(parents=True, exist_ok=True)
+            # Streamed to the file: a video need not fit in memory.
+            partial = output.with_name(output.name + ".part")
+            with partial.open("wb") as fh:
+                for chunk in response.iter_content(256 * 1024):
+                    fh.write(chunk)
+            partial.replace(output)
         click.echo(f"wrote {output}", err=True)
     else:
         error = job.get("error") or {}
@@ -139,18 +215,28 @@ def wait_for(api: Api, job_id: str, output: Path) -> int:
 @server_options
 @click.option("--wait", is_flag=True, help="Show progress until the job ends, then save the result.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where --wait saves the result [IMAGE_dream.png]; implies --wait.")
+              help="Where --wait saves the result [IMAGE_dream.png, .mp4...]; implies --wait.")
+@kind_options
 @param_options
-def submit(image: Path, server: str, token: str | None, wait: bool, output: Path | None, **params) -> None:
-    """Submit IMAGE to a dreamq server; prints the job id."""
+def submit(image: Path, server: str, token: str | None, wait: bool, output: Path | None, kind: str | None,
+           guide: Path | None, **params) -> None:
+    """Submit IMAGE to a dreamq server; prints the job id.
+
+    A zoom video: dreamq submit photo.jpg --kind zoom --frames 48 --wait -o dream.mp4
+    """
     api = Api(server, token)
     fields = {k: str(v) for k, v in params.items() if v is not None}
-    with image.open("rb") as fh:
-        response = api.call("POST", "/api/v1/jobs", files={"image": (image.name, fh)}, data=fields)
+    if kind is not None:
+        fields["kind"] = kind
+    with contextlib.ExitStack() as stack:
+        files = {"image": (image.name, stack.enter_context(image.open("rb")))}
+        if guide is not None:
+            files["guide"] = (guide.name, stack.enter_context(guide.open("rb")))
+        response = api.call("POST", "/api/v1/jobs", files=files, data=fields)
     job = response.json()
     click.echo(job["id"])
     if wait or output:
-        sys.exit(wait_for(api, job["id"], output or image.with_name(f"{image.stem}_dream.png")))
+        sys.exit(wait_for(api, job["id"], output, image))
 
 
 @click.command()
@@ -183,16 +269,4 @@ def cancel(job_id: str, server: str, token: str | None) -> None:
     click.echo("canceled" if job["status"] == "canceled" else "cancel requested: the worker stops at its next step")
 
 
-@click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--debug", is_flag=True, help="Flask's debugger and reloader (never on a public address).")
-def web(host: str, port: int, debug: bool) -> None:
-    """Run the web front end with Flask's development server (production: gunicorn 'web:create_app()')."""
-    from web import create_app
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    create_app().run(host=host, port=port, debug=debug, threaded=True)
-
-
-COMMANDS += [submit, status, cancel, web]
+COMMANDS += [submit, status, cancel]

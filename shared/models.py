@@ -21,6 +21,11 @@ class ModelSpec:
     # Smallest input side at which a layer's activation is at least 5 wide, so
     # that the loss's 2-pixel border crop leaves something (else it is 0).
     layer_min_side: dict[str, int] = field(default_factory=dict)
+    # Guided dreams (a guide image): the layer whose features the dream is drawn
+    # toward when a job names none, and the longest side the guide is resized to
+    # before its features are taken.
+    guide_layer: str = ""
+    guide_side: int = 224
 
     def min_side_for(self, layers) -> int:
         return max([self.min_side, *(self.layer_min_side.get(name, 0) for name in layers)])
@@ -45,6 +50,15 @@ INCEPTION_V3 = ModelSpec(
     # Measured with keras.applications.InceptionV3.compute_output_shape.
     layer_min_side={**{f"mixed{i}": 75 for i in range(3)}, **{f"mixed{i}": 107 for i in range(3, 8)},
                     **{f"mixed{i}": 203 for i in range(8, 11)}},
+    # The google/deepdream notebook guides at a middle layer of GoogLeNet
+    # (inception_3b; it dreams at 4c): object parts and textures, neither the
+    # guide's colours and strokes alone (mixed0-2) nor the 8x8 maps of mixed8-10,
+    # 64 guide vectors at 299 px.  mixed4: the middle of InceptionV3's stride-16
+    # stage, where 4c is in GoogLeNet's, and the seed's shallowest dream layer.
+    # (Chosen by that analogy: offline, only random weights could be looked at.)
+    # 299: InceptionV3's training size.
+    guide_layer="mixed4",
+    guide_side=299,
 )
 
 # VGG16 trunk trained for edge detection (HED), weights shipped by the
@@ -69,6 +83,13 @@ VGG16_HED = ModelSpec(
         "intense": {"step": 3.0, "iterations": 30},
     },
     layer_min_side={**{f"block4_conv{c}": 40 for c in (1, 2, 3)}, **{f"block5_conv{c}": 80 for c in (1, 2, 3)}},
+    # block4_conv3 (stride 8), the middle of the default layers: looked at on the
+    # sample photo, a guide of dots draws rings there and one of diagonal stripes
+    # draws diagonal strokes; block3_conv3 takes up the stripes but hardly the
+    # dots, block5_conv3 turns either into the same swirls.  224: VGG16's
+    # training size; a 224 px guide gives 28x28 = 784 feature vectors.
+    guide_layer="block4_conv3",
+    guide_side=224,
 )
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in (INCEPTION_V3, VGG16_HED)}

@@ -70,6 +70,10 @@ class DreamParams(BaseModel):
     tile_size: int | None = Field(None, ge=256, le=4096)  # gradient tile by tile: bounded memory
     jitter: int = Field(0, ge=0, le=256)  # random roll of up to this many pixels per step
     seed: int = Field(0, ge=0, le=2**31 - 1)  # for the random rolls of tiling and jitter
+    # With a guide image (a job file, not a parameter): the layer whose features the dream
+    # is drawn toward, instead of the loss of `layers`; None: the model's guide_layer.
+    # Kept None here, not filled in: a job without a guide has no guide layer.
+    guide_layer: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -112,8 +116,11 @@ class DreamParams(BaseModel):
                 raise ValueError(f"layers: unknown layer {name!r} for {self.model}; choose from {', '.join(spec.layers)}")
             if not math.isfinite(weight):
                 raise ValueError(f"layers: weight of {name!r} must be a finite number")
+        if self.guide_layer is not None and self.guide_layer not in spec.layers:
+            raise ValueError(f"guide_layer: unknown layer {self.guide_layer!r} for {self.model}; "
+                             f"choose from {', '.join(spec.layers)}")
         # Tiles are at least half tile_size wide; each must be big enough for the layers.
-        need = spec.min_side_for(self.layers)
+        need = spec.min_side_for([*self.layers, *filter(None, [self.guide_layer])])
         if self.tile_size is not None and self.tile_size < 2 * need:
             raise ValueError(f"tile_size: must be at least {2 * need} for these layers of {self.model}")
         return self

@@ -30,9 +30,17 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1)  # deliveries before a job fails with `worker_lost`
     max_queued: int = Field(1000, ge=1)  # above this, submissions get 503
     progress_interval_s: float = Field(0.25, ge=0)  # at most 4 progress writes per second
+    # Zoom videos (kind=zoom): at most this many frame pixels (frames x height x width) per job,
+    # so that no single video holds a worker for hours: 60 frames of 640x480 (the default
+    # InceptionV3 frame took 10-15 s at 640x480 on a shared 2-core CPU: 10-15 minutes; on a GPU, seconds).
+    # A GPU deployment raises it (600 frames of 640x480: 184_320_000).
+    zoom_max_work: int = Field(60 * 640 * 480, ge=1)
 
     # Workers.
     models: Annotated[list[str], NoDecode] = ["inception_v3", "vgg16_hed"]
+    # Modules a worker imports at start, e.g. ones that subscribe to the lifecycle's signals
+    # (shared/jobs.py); the fault-injection tests load bench.crash_plugin this way.
+    plugins: Annotated[list[str], NoDecode] = []
     heartbeat_s: float = Field(2.0, gt=0)
     heartbeat_ttl_s: float = Field(8.0, gt=0)  # a worker silent this long is lost; its job runs again
     tile_above_pixels: int = Field(4_000_000, ge=0)  # bigger images are dreamed in tiles; 0: never
@@ -65,7 +73,7 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(10, ge=1)  # failed logins per address per window, then 429
     login_window_s: int = Field(300, ge=1)
 
-    @field_validator("models", "api_tokens", "admin_tokens", mode="before")
+    @field_validator("models", "plugins", "api_tokens", "admin_tokens", mode="before")
     @classmethod
     def _comma_list(cls, v):
         if isinstance(v, str):

@@ -2,15 +2,19 @@
 
 ``file://`` (default, a shared volume in compose) and ``s3://`` (s3fs) through
 fsspec, so that workers on other hosts need only Redis and the bucket.
-Keys are always ``<job uuid>/<fixed name>``: nothing a client sends becomes a path.
+Keys are always ``<job uuid>/<name>``, the names fixed by the job's kind (shared/kinds):
+nothing a client sends becomes a path.  A name may have folders (``frames/00000.png``);
+local stores create them.  Whole objects go in and out as bytes (``put``, ``get``); big
+ones stream: ``put_file`` uploads a local file, ``open`` returns a binary file object
+that reads (and seeks) without loading the object, ``size`` its length in bytes.
 """
 from __future__ import annotations
 
+import posixpath
 import uuid
+from typing import IO
 
 import fsspec
-
-INPUT, PREVIEW, RESULT = "input.png", "preview.png", "result.png"
 
 
 class StoreError(RuntimeError):
@@ -33,6 +37,9 @@ class Store:
 
     def _path(self, job_id: str, name: str) -> str:
         uuid.UUID(job_id)  # a job id is a UUID, nothing else reaches the file system
+        if name and (name.startswith("/") or "\\" in name
+                     or any(part in ("", ".", "..") for part in name.split("/"))):
+            raise ValueError(f"not a store name: {name!r}")  # names are the kinds', but stay in the job's folder
         return f"{self.root}/{job_id}/{name}"
 
     def url_of(self, job_id: str, name: str) -> str:
@@ -43,7 +50,7 @@ class Store:
         try:
             if self.local:
                 # Write then rename, so a reader never sees half a PNG.
-                self.fs.makedirs(f"{self.root}/{job_id}", exist_ok=True)
+                self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
                 tmp = f"{path}.{uuid.uuid4().hex}.tmp"
                 try:
                     self.fs.pipe_file(tmp, data)
@@ -57,6 +64,54 @@ class Store:
         except (OSError, ValueError) as exc:
             raise StoreError(f"cannot write {name} of job {job_id} to {self.url}: {exc}") from exc
         return self.url_of(job_id, name)
+
+    def put_file(self, job_id: str, name: str, local_path: str) -> str:
+        """Store the local file ``local_path`` as ``name`` without reading it into memory."""
+        path = self._path(job_id, name)
+        try:
+            if self.local:
+                self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+                tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+                try:
+                    self.fs.put_file(local_path, tmp)
+                    self.fs.mv(tmp, path)
+                except BaseException:
+                    if self.fs.exists(tmp):
+                        self.fs.rm(tmp)
+                    raise
+            else:
+                self.fs.put_file(local_path, path)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"cannot write {name} of job {job_id} to {self.url}: {exc}") from exc
+        return self.url_of(job_id, name)
+
+    def open(self, job_id: str, name: str) -> IO[bytes] | None:
+        """A binary file object reading ``name`` (seekable: ranges read only what they need),
+        or None when there is none.  The caller closes it (``with``)."""
+        path = self._path(job_id, name)
+        try:
+            return self.fs.open(path, "rb")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {name} of job {job_id} from {self.url}: {exc}") from exc
+
+    def size(self, job_id: str, name: str) -> int | None:
+        """Bytes of ``name``, or None when there is none."""
+        path = self._path(job_id, name)
+        try:
+            return int(self.fs.size(path))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {name} of job {job_id} from {self.url}: {exc}") from exc
+
+    def exists(self, job_id: str, name: str) -> bool:
+        path = self._path(job_id, name)
+        try:
+            return bool(self.fs.isfile(path))
+        except OSError as exc:
+            raise StoreError(f"cannot read {name} of job {job_id} from {self.url}: {exc}") from exc
 
     def get(self, job_id: str, name: str) -> bytes | None:
         try:

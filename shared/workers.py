@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 
-WORKERS = "dreamq:workers"
+from . import keys
+from .keys import WORKERS
 
-
-def worker_key(worker_id: str) -> str:
-    return f"dreamq:worker:{worker_id}"
+worker_key = keys.worker  # the name the heartbeat code and tests use
 
 
 def live_workers(client) -> list[dict]:

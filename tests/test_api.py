@@ -1,7 +1,7 @@
 """HTTP API v1 against a real Redis, through the Flask test client, with real image files.
 
 No worker runs here: submitted jobs stay queued, which is all a contract test needs;
-worker-side transitions are made through JobQueueState, as a worker makes them.
+worker-side transitions are made through Jobs, as a worker makes them.
 """
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.job import JobQueueState, job_key
+from shared import keys
+from shared.jobs import Jobs
 from shared.redis_server import free_port
-from shared.store import INPUT, PREVIEW, RESULT, Store
+from shared.store import Store
+from shared.kinds.image import INPUT, PREVIEW, RESULT
 
 from .webutil import bomb_png, encode, heartbeat, make_app, post_job, sixteen_bit_png, sse_events
 
@@ -32,7 +34,7 @@ def store_of(app) -> Store:
     return app.extensions["dreamq"].store
 
 
-def state_of(app) -> JobQueueState:
+def state_of(app) -> Jobs:
     return app.extensions["dreamq"].state
 
 
@@ -274,7 +276,7 @@ def test_cancel_is_idempotent_and_409_once_finished(app, client, clean_redis, jp
 
     for status in ("succeeded", "failed"):
         other = submit(client, jpeg)
-        clean_redis.hset(job_key(other["id"]), "status", status)
+        clean_redis.hset(keys.job(other["id"]), "status", status)
         error = assert_error(client.post(other["links"]["cancel"]), 409, "job_finished")
         assert status in error["message"]
 
@@ -282,11 +284,11 @@ def test_cancel_is_idempotent_and_409_once_finished(app, client, clean_redis, jp
 def test_cancel_of_a_running_job_asks_the_worker_to_stop(app, client, clean_redis, jpeg):
     job = submit(client, jpeg)
     state = state_of(app)
-    dispatch = clean_redis.hget(job_key(job["id"]), "dispatch").decode()
+    dispatch = clean_redis.hget(keys.job(job["id"]), "dispatch").decode()
     assert state.start(job["id"], dispatch, "host:7") == "ok"
     r = client.post(job["links"]["cancel"])
     assert r.status_code == 202 and r.get_json()["status"] == "running"
-    assert clean_redis.hget(job_key(job["id"]), "cancel_requested") == b"1"
+    assert clean_redis.hget(keys.job(job["id"]), "cancel_requested") == b"1"
 
 
 def test_result_is_409_until_succeeded_then_a_png(app, client, clean_redis, jpeg, photo):
@@ -297,7 +299,7 @@ def test_result_is_409_until_succeeded_then_a_png(app, client, clean_redis, jpeg
     assert_error(client.get(f"/api/v1/jobs/{job['id']}/preview"), 404, "no_preview")
 
     state = state_of(app)
-    dispatch = clean_redis.hget(job_key(job["id"]), "dispatch").decode()
+    dispatch = clean_redis.hget(keys.job(job["id"]), "dispatch").decode()
     state.start(job["id"], dispatch, "host:7")
     assert_error(client.get(result), 409, "not_succeeded")
     png = encode(photo[::2, ::2])
@@ -368,7 +370,7 @@ def test_events_stream_progress_then_the_end_state(redis_url, clean_redis, tmp_p
     client = app.test_client()
     job = submit(client, jpeg)
     state = state_of(app)
-    dispatch = clean_redis.hget(job_key(job["id"]), "dispatch").decode()
+    dispatch = clean_redis.hget(keys.job(job["id"]), "dispatch").decode()
     r = client.get(job["links"]["events"], buffered=False)
     assert r.status_code == 200 and r.mimetype == "text/event-stream"
     events = sse_stream(r)
@@ -441,7 +443,7 @@ def test_health_and_readiness(client, clean_redis):
 def test_metrics_count_jobs_and_durations_without_job_ids(app, client, clean_redis, jpeg):
     jobs = [submit(client, jpeg) for _ in range(3)]
     state = state_of(app)
-    dispatch = clean_redis.hget(job_key(jobs[0]["id"]), "dispatch").decode()
+    dispatch = clean_redis.hget(keys.job(jobs[0]["id"]), "dispatch").decode()
     state.start(jobs[0]["id"], dispatch, "host:7")
     state.finish(jobs[0]["id"], "host:7", "succeeded")
     client.post(jobs[1]["links"]["cancel"])

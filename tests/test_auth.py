@@ -9,9 +9,9 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from shared.job import job_key
+from shared import keys
 from shared.settings import Settings
-from shared.store import PREVIEW, RESULT
+from shared.kinds.image import PREVIEW, RESULT
 
 from .webutil import encode, make_app, post_job
 
@@ -56,11 +56,11 @@ def test_another_token_gets_404_on_every_job_route(app, client, clean_redis, jpe
                          ("GET", f"{base}/preview"), ("POST", f"{base}/cancel")):
         r = client.open(path, method=method, headers=bearer(BOB), buffered=True)
         assert r.status_code == 404 and r.get_json()["error"]["code"] == "not_found", (method, path)
-    assert clean_redis.hget(job_key(job_id), "status") == b"queued"  # Bob's cancel did nothing
+    assert clean_redis.hget(keys.job(job_id), "status") == b"queued"  # Bob's cancel did nothing
     assert client.get(base, headers=bearer(ALICE)).get_json()["id"] == job_id
     assert client.get(f"{base}/preview", headers=bearer(ALICE)).status_code == 200
     # The record holds a hash of the token, never the token.
-    record = clean_redis.hgetall(job_key(job_id))
+    record = clean_redis.hgetall(keys.job(job_id))
     assert re.fullmatch(rb"[0-9a-f]{64}", record[b"owner"])
     dump = b"".join(clean_redis.dump(k) or b"" for k in clean_redis.keys("*"))
     assert ALICE.encode() not in dump
@@ -90,7 +90,7 @@ def test_admin_tokens_see_and_cancel_everything(client, jpeg):
 def test_pages_apply_the_same_ownership(app, client, jpeg, photo):
     job_id = submit(client, jpeg, ALICE)
     app.extensions["dreamq"].store.put(job_id, RESULT, encode(photo))
-    app.extensions["dreamq"].redis.hset(job_key(job_id), "status", "succeeded")
+    app.extensions["dreamq"].redis.hset(keys.job(job_id), "status", "succeeded")
     assert login(client, BOB).status_code == 303
     for method, path in (("GET", f"/jobs/{job_id}"), ("GET", f"/jobs/{job_id}/status.json"),
                          ("GET", f"/jobs/{job_id}/result"), ("GET", f"/jobs/{job_id}/preview"),
@@ -108,7 +108,7 @@ def test_without_tokens_everyone_sees_every_job(clean_redis, redis_url, tmp_path
     assert [j["id"] for j in client.get("/api/v1/jobs").get_json()["jobs"]] == ids[::-1]
     assert client.get(f"/api/v1/jobs/{ids[0]}").status_code == 200
     assert client.get(f"/jobs/{ids[0]}").status_code == 200
-    assert clean_redis.hget(job_key(ids[0]), "owner") in (None, b"")  # no tokens, no owner
+    assert clean_redis.hget(keys.job(ids[0]), "owner") in (None, b"")  # no tokens, no owner
 
 
 # -- tokens and sessions ------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def test_worker_failures_show_clients_no_store_url_or_exception_text(clean_redis
     """The worker's failure messages, through its real ``_run`` against the test Redis."""
     import threading
 
-    from shared.job import JobQueueState
+    from shared.jobs import Jobs
     from shared.store import StoreError
     from worker.device import Bf16Support
     from worker.worker import Worker
@@ -275,7 +275,7 @@ def test_worker_failures_show_clients_no_store_url_or_exception_text(clean_redis
     job_id = submit(client, jpeg, None)
     worker = Worker.__new__(Worker)
     worker.r, worker.id = clean_redis, "host:1"
-    worker.jobs = JobQueueState(clean_redis)
+    worker.jobs = Jobs(clean_redis)
     worker.store, worker.dreamers, worker.unavailable = SecretStore(), {"vgg16_hed": object()}, {}
     worker.settings, worker.stopping = Settings(redis_url=redis_url), threading.Event()
     worker.bf16 = Bf16Support(native=False, device="cpu", reason="test")
@@ -316,7 +316,7 @@ def test_json_and_pages_are_no_store_results_keep_private_caching(app, client, j
     job_id = submit(client, jpeg, ALICE)
     app.extensions["dreamq"].store.put(job_id, PREVIEW, encode(photo))
     app.extensions["dreamq"].store.put(job_id, RESULT, encode(photo))
-    app.extensions["dreamq"].redis.hset(job_key(job_id), "status", "succeeded")
+    app.extensions["dreamq"].redis.hset(keys.job(job_id), "status", "succeeded")
     for path in ("/api/v1/jobs", f"/api/v1/jobs/{job_id}", "/api/v1/jobs/nope", "/api/v1/models", "/healthz"):
         assert client.get(path, headers=bearer(ALICE)).headers["Cache-Control"] == "no-store", path
     assert client.get("/login").headers["Cache-Control"] == "no-store"

@@ -94,3 +94,62 @@ def test_submit_watch_and_download_in_a_browser(service, web_server, browser, ph
     dream = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
     assert dream.shape == (192, 192, 3)
     assert service.state.get(job_id).status == "succeeded"
+
+
+def test_a_zoom_video_from_the_form_plays_in_the_browser(service, web_server, browser, photo, tmp_path):
+    """The form's "Zoom video" choice, its fields, and the job page's player: the <video> loads the
+    result (by byte ranges, as Chromium asks) and lasts frames/fps.  Debian's Chromium plays H.264,
+    so this is the default format, mp4."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    service.start_worker()
+    src = tmp_path / "photo.jpg"
+    Image.fromarray(photo).resize((128, 96)).save(src, quality=92)
+    frames, fps = 6, 6
+
+    browser.get(web_server + "/")
+    browser.find_element(By.ID, "image").send_keys(str(src))
+    assert not browser.find_element(By.ID, "frames").is_displayed()  # a picture's form has no video fields
+    Select(browser.find_element(By.ID, "kind")).select_by_value("zoom")
+    assert browser.find_element(By.ID, "guide").is_displayed()
+    assert browser.find_element(By.ID, "iterations").get_attribute("placeholder") == "5"  # the zoom default
+    for name, value in {"frames": frames, "fps": fps, "zoom": "1.1", "rotate": "3"}.items():
+        field = browser.find_element(By.ID, name)
+        assert field.is_displayed(), name
+        field.send_keys(str(value))
+    Select(browser.find_element(By.ID, "model")).select_by_value("vgg16_hed")
+    browser.find_element(By.CSS_SELECTOR, "details summary").click()
+    for name, value in {"layers": "block3_conv3=1", "octaves": "1", "iterations": "2"}.items():
+        field = browser.find_element(By.ID, name)
+        field.clear()
+        field.send_keys(value)
+    browser.find_element(By.CSS_SELECTOR, "#dream-form button[type=submit]").click()
+
+    WebDriverWait(browser, 15).until(lambda d: "/jobs/" in d.current_url)
+    job_id = browser.current_url.rstrip("/").rsplit("/", 1)[1]
+    counts = set()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        counts.add(browser.find_element(By.ID, "frames-done").text)
+        if browser.find_element(By.ID, "result-box").is_displayed():
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"no video on the page; frame counts {sorted(counts)}; logs: {service.read_logs()}")
+    job = service.state.get(job_id)
+    assert job.status == "succeeded" and job.kind == "zoom" and job.params["frames"] == frames
+    assert browser.find_element(By.ID, "frames-done").text == str(frames)
+
+    state = WebDriverWait(browser, 30).until(lambda d: d.execute_script(
+        "var v = document.getElementById('result');"
+        "return v.readyState >= 2 ? [v.readyState, v.duration, v.videoWidth, v.videoHeight, v.currentSrc] : null;"))
+    _, duration, width, height, current = state
+    browser.save_screenshot(str(tmp_path / "zoom_page.png"))
+    assert current.endswith(f"/jobs/{job_id}/result")
+    assert (width, height) == (128, 96)
+    assert duration == pytest.approx(frames / fps, rel=0.1), state
+    href = browser.find_element(By.ID, "download").get_attribute("href")
+    response = requests.get(href, timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"] == "video/mp4"
+    assert "attachment" in response.headers.get("Content-Disposition", "")

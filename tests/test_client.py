@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from PIL import Image
 from werkzeug.serving import make_server
 
-from shared.job import job_key
+from shared import keys
 from shared.redis_server import free_port
-from shared.store import PREVIEW, RESULT
+from shared.kinds.image import PREVIEW, RESULT
 
 from .webutil import encode, make_app
 
@@ -51,8 +51,8 @@ def test_submit_prints_the_job_id_and_status_shows_it(server, image_file, clean_
     r = dreamq("submit", image_file, "--server", url, "--model", "vgg16_hed", "--iterations", "4")
     assert r.exit_code == 0, r.output
     job_id = r.stdout.strip()
-    assert clean_redis.hget(job_key(job_id), "status") == b"queued"
-    assert b'"iterations": 4' in clean_redis.hget(job_key(job_id), "params")
+    assert clean_redis.hget(keys.job(job_id), "status") == b"queued"
+    assert b'"iterations": 4' in clean_redis.hget(keys.job(job_id), "params")
     r = dreamq("status", job_id, "--server", url)
     assert r.exit_code == 0 and job_id in r.stdout and "queued (#1)" in r.stdout
     r = dreamq("status", job_id, "--server", url, "--json")
@@ -107,7 +107,7 @@ def test_cancel(server, image_file, clean_redis):
     assert dreamq("cancel", job_id, "--server", url).exit_code == 0
     assert dreamq("status", job_id, "--server", url).exit_code == 3
     other = dreamq("submit", image_file, "--server", url).stdout.strip()
-    clean_redis.hset(job_key(other), "status", "succeeded")
+    clean_redis.hset(keys.job(other), "status", "succeeded")
     r = dreamq("cancel", other, "--server", url)
     assert r.exit_code == 2 and "succeeded" in r.stderr
 
@@ -146,11 +146,11 @@ class ClientReads:
 
 
 def _play_worker(app, job_id, clean_redis, photo, outcome, reads):
-    """Moves the job as a worker does, through JobQueueState and the store, in step with the client."""
+    """Moves the job as a worker does, through Jobs and the store, in step with the client."""
     state, store = app.extensions["dreamq"].state, app.extensions["dreamq"].store
     reads.path = f"/api/v1/jobs/{job_id}"
     reads.changed()  # the client shows the job queued
-    dispatch = clean_redis.hget(job_key(job_id), "dispatch").decode()
+    dispatch = clean_redis.hget(keys.job(job_id), "dispatch").decode()
     state.start(job_id, dispatch, "host:9")
     reads.changed()
     for step in range(4):

@@ -5,7 +5,7 @@ from shared.params import parse_params
 from worker.dream import Dreamer
 from worker.models import load_model
 
-from .seed_reference import run_seed
+from bench.seed_reference import run_seed
 
 
 def test_engine_matches_seed_reference(small_photo, inception_weights_file):

@@ -1,6 +1,6 @@
 """/metrics on the real app, a real Redis and the real Celery messages the web sends.
 
-Workers' state changes go through JobQueueState (what a worker calls) and their
+Workers' state changes go through Jobs (what a worker calls) and their
 heartbeats are written as the workers write them; every scrape is read back with
 prometheus_client's own text parser.
 """
@@ -14,7 +14,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.job import JobQueueState, job_key
+from shared import keys
+from shared.jobs import Jobs
 from shared.models import MODELS
 from shared.queue import QUEUE, TASK
 
@@ -50,7 +51,7 @@ def submit(client, jpeg, **fields) -> str:
     return r.get_json()["id"]
 
 
-def state_of(app) -> JobQueueState:
+def state_of(app) -> Jobs:
     return app.extensions["dreamq"].state
 
 
@@ -72,7 +73,7 @@ def run(app, r, job_id: str, worker: str, status: str = "succeeded") -> None:
     """A worker's part: take the message, start the job, finish it."""
     state = state_of(app)
     assert take_message(r) == job_id
-    assert state.start(job_id, r.hget(job_key(job_id), "dispatch").decode(), worker) == "ok"
+    assert state.start(job_id, r.hget(keys.job(job_id), "dispatch").decode(), worker) == "ok"
     assert state.finish(job_id, worker, status) == "ok"
 
 
@@ -98,7 +99,7 @@ def test_queue_depth_equals_the_jobs_that_will_run_and_the_broker_agrees(app, cl
     # A worker takes the last one: nothing waits, one runs; then it is done.
     state = state_of(app)
     assert take_message(r) == jobs[0]
-    assert state.start(jobs[0], r.hget(job_key(jobs[0]), "dispatch").decode(), "host:7") == "ok"
+    assert state.start(jobs[0], r.hget(keys.job(jobs[0]), "dispatch").decode(), "host:7") == "ok"
     m = scrape(client)
     assert value(m, "dreamq_queue_depth") == 0 == value(m, "dreamq_broker_messages")
     assert value(m, "dreamq_jobs_running") == 1

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from werkzeug.serving import make_server
 
+from shared.kinds import KINDS
 from shared.models import MODELS
 from shared.params import DreamParams
 from web.openapi import SPEC
@@ -99,7 +100,10 @@ def _branches(schema: dict) -> list[dict]:
 def test_the_document_types_what_generators_read():
     form = SPEC["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert form["properties"]["image"]["type"] == "string" and form["properties"]["image"]["format"] == "binary"
-    assert set(form["properties"]) == {"image", *DreamParams.model_fields}
+    # The photo, an optional guide, the kind, and every field of every kind's parameters.
+    kind_fields = {name for kind in KINDS.values() for name in kind.params.model_fields}
+    assert set(form["properties"]) == {"image", "guide", "kind", *kind_fields}
+    assert form["properties"]["kind"]["enum"] == list(KINDS)
     params = SPEC["components"]["schemas"]["Params"]["properties"]
     assert params["model"]["enum"] == form["properties"]["model"]["enum"] == list(MODELS)
     # Numbers are typed, with pydantic's own bounds, in the JSON schema and in the form.

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from shared.job import job_key
+from shared import keys
 
 from .webutil import encode, make_app
 
@@ -68,7 +68,7 @@ def test_static_files_are_served(client):
 
 def test_submitting_without_javascript_redirects_to_the_job_page(client, jpeg, clean_redis):
     job_id = submit(client, jpeg, model="vgg16_hed", preset="", layers="", iterations="4")
-    record = clean_redis.hgetall(job_key(job_id))
+    record = clean_redis.hgetall(keys.job(job_id))
     assert record[b"status"] == b"queued"
     assert json.loads(record[b"params"])["iterations"] == 4  # blank fields took the defaults
     html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
@@ -124,17 +124,17 @@ def test_cancel_button_without_javascript(client, jpeg, clean_redis):
     job_id = submit(client, jpeg)
     r = client.post(f"/jobs/{job_id}/cancel")
     assert r.status_code == 303 and r.headers["Location"] == f"/jobs/{job_id}"
-    assert clean_redis.hget(job_key(job_id), "status") == b"canceled"
+    assert clean_redis.hget(keys.job(job_id), "status") == b"canceled"
     html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
     assert "canceled" in html and '<meta http-equiv="refresh"' not in html
     assert client.post(f"/jobs/{job_id}/cancel").status_code == 303  # again: no error
 
 
 def test_finished_job_pages_show_the_result_or_the_error_in_words(app, client, jpeg, clean_redis, photo):
-    from shared.store import RESULT
+    from shared.kinds.image import RESULT
 
     done = submit(client, jpeg)
-    clean_redis.hset(job_key(done), mapping={"status": "succeeded", "finished_at": 1.0})
+    clean_redis.hset(keys.job(done), mapping={"status": "succeeded", "finished_at": 1.0})
     app.extensions["dreamq"].store.put(done, RESULT, encode(photo))
     html = client.get(f"/jobs/{done}").get_data(as_text=True)
     assert f'src="/jobs/{done}/result"' in html and f'href="/jobs/{done}/result?download=1"' in html
@@ -142,19 +142,19 @@ def test_finished_job_pages_show_the_result_or_the_error_in_words(app, client, j
 
     failed = submit(client, jpeg)
     error = {"code": "internal_error", "message": "<img src=x onerror=alert(1)> out of memory"}
-    clean_redis.hset(job_key(failed), mapping={"status": "failed", "error": json.dumps(error)})
+    clean_redis.hset(keys.job(failed), mapping={"status": "failed", "error": json.dumps(error)})
     html = client.get(f"/jobs/{failed}").get_data(as_text=True)
     assert "The dream failed" in html and "out of memory" in html
     assert "<img src=x" not in html and "&lt;img src=x" in html
 
 
 def test_recent_jobs_page_lists_states_and_pages_backwards(redis_url, clean_redis, tmp_path, jpeg, photo):
-    from shared.store import RESULT
+    from shared.kinds.image import RESULT
 
     app = make_app(redis_url, tmp_path)
     client = app.test_client()
     ids = [submit(client, jpeg) for _ in range(3)]
-    clean_redis.hset(job_key(ids[0]), "status", "succeeded")
+    clean_redis.hset(keys.job(ids[0]), "status", "succeeded")
     app.extensions["dreamq"].store.put(ids[0], RESULT, encode(photo))
     html = client.get("/jobs").get_data(as_text=True)
     for job_id in ids:

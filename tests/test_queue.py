@@ -79,7 +79,7 @@ def test_submit_runs_to_a_result_with_progress_and_preview(live_worker, tiny_pho
     from PIL import Image
     import io
 
-    from shared.store import PREVIEW, RESULT
+    from shared.kinds.image import PREVIEW, RESULT
 
     result = np.asarray(Image.open(io.BytesIO(live_worker.store.get(job_id, RESULT))))
     assert result.shape == tiny_photo.shape
@@ -137,9 +137,8 @@ def test_killed_worker_job_runs_again_and_only_once(service, tiny_photo):
     assert int(job.worker.rsplit(":", 1)[1]) != victim
     # A late duplicate of the first delivery (Redis redelivers unacked
     # messages after the visibility timeout) must not run it again.
-    from shared.queue import enqueue
 
-    enqueue(service.celery, job_id, running.dispatch)
+    service.state.send(job_id, running.dispatch)
     handled_everything_before(service, tiny_photo)  # the survivor is the only worker left
     again = service.state.get(job_id)
     assert again.attempts == 2 and again.status == "succeeded" and again.finished_at == job.finished_at
@@ -205,14 +204,15 @@ def test_worker_per_gpu_processes(service):
 
 def test_expired_jobs_lose_their_files(clean_redis, redis_url, tmp_path, tiny_photo):
     from shared.images import encode_png
-    from shared.job import JobQueueState
+    from shared.jobs import Jobs
     from shared.queue import make_celery
     from shared.settings import Settings
-    from shared.store import INPUT, open_store
+    from shared.store import open_store
+    from shared.kinds.image import INPUT
     from worker.worker import Worker
 
     settings = Settings(redis_url=redis_url, data_dir=tmp_path, job_ttl_s=60)
-    state = JobQueueState(clean_redis, ttl_s=60)
+    state = Jobs(clean_redis, ttl_s=60)
     store = open_store(settings)
     old = state.create({"model": "vgg16_hed"})
     old.created_at -= 61  # created a minute ago

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.queue import QUEUE, TASK, enqueue, make_celery
+from shared.queue import QUEUE, TASK, make_celery
 from shared.redis_server import free_port, redis_server_binary
 from shared.settings import Settings
 
@@ -49,7 +49,7 @@ class Pwn:
 def test_a_pickle_message_is_refused_and_runs_nothing(service, tiny_photo, tmp_path):
     from shared.images import encode_png
     from shared.params import parse_params
-    from shared.store import INPUT
+    from shared.kinds.image import INPUT
 
     job = service.state.create(parse_params(QUICK).model_dump())
     job.input_url = service.store.put(job.id, INPUT, encode_png(tiny_photo))
@@ -74,7 +74,7 @@ def test_a_pickle_message_is_refused_and_runs_nothing(service, tiny_photo, tmp_p
     log = service.read_logs()
     assert "ContentDisallowed" in log or "untrusted content" in log, log[-2000:]
     # The same job sent as JSON runs: the worker was consuming all along.
-    enqueue(service.celery, job.id, job.dispatch)
+    service.state.send(job.id, job.dispatch)
     done = service.wait(job.id, timeout=60)
     assert done.status == "succeeded" and done.attempts == 1 and not marker.exists()
 

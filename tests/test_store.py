@@ -3,7 +3,8 @@ import uuid
 
 import pytest
 
-from shared.store import INPUT, RESULT, Store, StoreError
+from shared.store import Store, StoreError
+from shared.kinds.image import INPUT, RESULT
 
 
 def test_file_store_round_trip(tmp_path):
@@ -23,6 +24,28 @@ def test_keys_are_job_uuids_only(tmp_path):
         with pytest.raises(ValueError):
             store.put(bad, RESULT, b"x")
     assert not any(tmp_path.parent.glob("etc*"))
+
+
+def test_names_with_folders_and_streaming_reads(tmp_path):
+    store = Store(f"file://{tmp_path}/store")
+    job = str(uuid.uuid4())
+    assert store.put(job, "frames/00003.png", b"frame") == f"file://{tmp_path}/store/{job}/frames/00003.png"
+    assert store.get(job, "frames/00003.png") == b"frame" and store.exists(job, "frames/00003.png")
+    assert not store.exists(job, "frames/00004.png") and store.size(job, "frames/00004.png") is None
+    assert not list((tmp_path / "store" / job / "frames").glob("*.tmp"))
+    big = tmp_path / "video.mp4"
+    big.write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+    assert store.put_file(job, "result.mp4", str(big)).endswith(f"/{job}/result.mp4")
+    assert store.size(job, "result.mp4") == 1 << 20 and not list((tmp_path / "store" / job).glob("*.tmp"))
+    with store.open(job, "result.mp4") as f:  # a range read: seek, read what is asked
+        f.seek(1000)
+        assert f.read(4) == bytes([1000 % 256, 1001 % 256, 1002 % 256, 1003 % 256])
+    assert store.open(job, "result.webm") is None
+    for bad in ("../x.png", "frames/../../x", "/etc/passwd", "a//b", "./a", "a\\b"):
+        with pytest.raises(ValueError):
+            store.put(job, bad, b"x")
+    store.delete(job)
+    assert not (tmp_path / "store" / job).exists()
 
 
 def test_unwritable_store_raises_store_error(tmp_path):
@@ -57,13 +80,22 @@ def _s3_store(env):
     return open_store(Settings(store_url="s3://dreams/jobs", s3_endpoint_url=env["DREAMQ_S3_ENDPOINT_URL"]))
 
 
-def test_s3_store_round_trip(s3):
+def test_s3_store_round_trip(s3, tmp_path):
     store = _s3_store(s3)
     job = str(uuid.uuid4())
     assert store.put(job, RESULT, b"\x89PNG...") == f"s3://dreams/jobs/{job}/result.png"
     assert _s3_store(s3).get(job, RESULT) == b"\x89PNG..."
+    store.put(job, "frames/00000.png", b"frame 0")
+    assert store.exists(job, "frames/00000.png") and not store.exists(job, "frames/00001.png")
+    local = tmp_path / "v.webm"
+    local.write_bytes(b"0123456789" * 1000)
+    store.put_file(job, "result.webm", str(local))
+    assert store.size(job, "result.webm") == 10_000 and store.size(job, "result.mp4") is None
+    with store.open(job, "result.webm") as f:
+        f.seek(9995)
+        assert f.read() == b"56789"
     store.delete(job)
-    assert _s3_store(s3).get(job, RESULT) is None
+    assert _s3_store(s3).get(job, RESULT) is None and not store.exists(job, "frames/00000.png")
 
 
 def test_a_job_through_a_worker_with_the_s3_store(s3, clean_redis, redis_url, tmp_path, tiny_photo):

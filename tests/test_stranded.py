@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from shared.job import JobQueueState
+from shared.jobs import Jobs
 from shared.queue import QUEUE
 
 from .conftest import QUICK, Service
@@ -20,7 +20,7 @@ GOAL_S = 90  # a stranded job starts within this of a ready worker becoming idle
 
 
 def test_redispatch_acts_once_and_only_on_a_job_sent_before_the_cutoff(clean_redis):
-    state = JobQueueState(clean_redis)
+    state = Jobs(clean_redis)
     job = state.create({"model": "vgg16_hed"})
     state.save_new(job)
     sent = clean_redis.zscore("dreamq:queued", job.id)
@@ -78,7 +78,7 @@ def test_a_job_recorded_but_never_sent_runs_after_the_grace_only(svc, tiny_photo
     """The web died between writing the record and sending the message."""
     from shared.images import encode_png
     from shared.params import parse_params
-    from shared.store import INPUT
+    from shared.kinds.image import INPUT
 
     job = svc.state.create(parse_params(QUICK).model_dump())
     job.input_url = svc.store.put(job.id, INPUT, encode_png(tiny_photo))

@@ -101,7 +101,7 @@ class Up:
         self.log_path = tmp / "up.log"
         # Max 2 attempts: the crash-loop test fails its job after two dead workers, not three.
         self.proc = _up(self.data, self.port, open(self.log_path, "w"), workers=2, DREAMQ_HEARTBEAT_TTL_S="3",
-                        DREAMQ_MAX_ATTEMPTS="2", DREAMQ_TEST_FAULTS="1", DREAMQ_INTRA_OP_THREADS="1",
+                        DREAMQ_MAX_ATTEMPTS="2", DREAMQ_PLUGINS="bench.crash_plugin", DREAMQ_INTRA_OP_THREADS="1",
                         DREAMQ_INTER_OP_THREADS="1")
 
     @property
@@ -239,24 +239,19 @@ def test_up_restarts_a_worker_killed_mid_job_and_the_job_succeeds_on_its_second_
 
 
 def _submit_direct(up, crash: bool) -> str:
-    """Submit as the web does, with the test hook armed before the message is sent (DREAMQ_TEST_FAULTS=1)."""
-    from shared.params import parse_params
-    from shared.job import JobQueueState
-    from shared.queue import enqueue, make_celery
+    """Submit through the jobs module, as the web does, with bench.crash_plugin armed before
+    the message is sent."""
+    from bench.crash_plugin import CRASH
+    from shared.jobs import Jobs
+    from shared.queue import make_celery
     from shared.settings import Settings
-    from shared.store import INPUT, open_store
-    from worker.worker import TEST_CRASH
+    from shared.store import open_store
 
     settings = Settings(_env_file=None, redis_url=up.redis_url, data_dir=up.data)
     r = up.redis()
-    state = JobQueueState(r, settings.job_ttl_s)
-    job = state.create(parse_params(dict(QUICK_FORM)).model_dump())
-    if crash:
-        r.set(TEST_CRASH + job.id, "1")
-    job.input_url = open_store(settings).put(job.id, INPUT, up.image_png)
-    state.save_new(job)
-    enqueue(make_celery(settings), job.id, job.dispatch)
-    return job.id
+    jobs = Jobs(r, settings.job_ttl_s, store=open_store(settings), celery=make_celery(settings))
+    arm = (lambda job_id: r.set(CRASH + job_id, "1")) if crash else None
+    return jobs.submit(dict(QUICK_FORM), up.image_png, before_enqueue=arm).id
 
 
 def test_up_a_job_that_kills_every_worker_fails_worker_lost_and_the_service_goes_on(up2):
@@ -347,7 +342,7 @@ def test_up_sigterm_stops_web_workers_then_redis_and_the_running_job_goes_back_t
     """The last test of the module: it stops the `dreamq up` of the others."""
     import redis
 
-    from shared.job import JobQueueState
+    from shared.jobs import Jobs
     from shared.queue import QUEUE
     from shared.redis_server import EmbeddedRedis
 
@@ -366,6 +361,6 @@ def test_up_sigterm_stops_web_workers_then_redis_and_the_running_job_goes_back_t
     # given back and give it back at once; see worker/worker.py `run`.)
     with EmbeddedRedis(up2.data / "redis") as server:
         r = redis.Redis.from_url(server.url)
-        job = JobQueueState(r, 3600).get(job_id)
+        job = Jobs(r, 3600).get(job_id)
         assert job.status == "queued" and job.worker in (None, ""), job
         assert r.llen(QUEUE) >= 1

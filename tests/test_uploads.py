@@ -13,9 +13,9 @@ from PIL import Image, ImageFile
 
 from bench import hostile
 from shared.images import ImageError, decode_image
-from shared.job import JobQueueState
+from shared.jobs import Jobs
 from shared.queue import QUEUE
-from shared.store import INPUT
+from shared.kinds.image import INPUT
 
 from .webutil import encode, make_app, post_job
 
@@ -93,7 +93,7 @@ def test_per_client_cap_counts_queued_jobs_per_address(redis_url, clean_redis, t
 
 
 def test_per_client_cap_holds_under_concurrent_saves(redis_url, clean_redis):
-    state = JobQueueState(clean_redis)
+    state = Jobs(clean_redis)
     outcomes, barrier = [], threading.Barrier(12)
 
     def save():

@@ -29,7 +29,8 @@ import requests
 from .conftest import ROOT
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-PACKAGES = PROJECT["tool"]["setuptools"]["packages"]
+# Top-level package folders (subpackages such as shared.kinds are listed too, and copied with their parent).
+PACKAGES = [p for p in PROJECT["tool"]["setuptools"]["packages"] if "." not in p]
 WEB_IMAGE_EXTRAS = ["s3", "flower"]  # the Dockerfile's web target; tests/test_compose.py checks it
 
 

@@ -10,6 +10,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from bench.cluster import wait_for  # noqa: F401  (the tests import it from here)
 from shared.settings import Settings
 
 
@@ -76,14 +77,3 @@ def sse_events(body: str) -> list[tuple[str, dict]]:
         if name:
             events.append((name, data))
     return events
-
-
-def wait_for(condition, timeout: float, what: str, every: float = 0.05):
-    """``condition()``'s first truthy value, polled every ``every`` s; TimeoutError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"no {what} within {timeout} s")

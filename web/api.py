@@ -4,37 +4,47 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import importlib
 import json
 import math
+import mimetypes
+import posixpath
+import re
 import select
 import socket
 import threading
 import time
 
-import kombu.exceptions
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import RequestedRangeNotSatisfiable, RequestEntityTooLarge
+from werkzeug.wsgi import FileWrapper
 
-from shared.images import check_size, declared_pixels, decode_image, encode_png
-from shared.job import JOBS, QUEUED_S, SUCCEEDED, Job
+from shared.images import ImageError, check_size, declared_pixels, decode_image, encode_png
+from shared.job import QUEUED, SUCCEEDED, Job
+from shared.jobs import SubmitRefused
+from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import DEFAULT_MODEL, MODELS
-from shared.params import DreamParams, ParamsError, parse_params
-from shared.queue import enqueue
-from shared.store import INPUT, PREVIEW, RESULT
+from shared.params import DreamParams, ParamsError
 from shared.workers import live_workers, model_status, ready_workers
 
-from . import metrics
 from .auth import authenticate, bearer_token, can_see, owner_filter, request_owner
 from .errors import ApiError, not_found, upload_too_large
+from .integrations import idempotency_key, prefer_wait, submit_once, wait_for
 from .limits import check_submission, client_key
 from .services import services
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 ops = Blueprint("ops", __name__)
 
-PARAM_FIELDS = tuple(DreamParams.model_fields)
+# The upload's file fields: the photo, and an optional guide image (kinds whose files have a "guide" role).
+FILE_FIELDS = ("image", "guide")
+# Every parameter of every kind, DreamParams' first: the form's fields (the pages show them again on an error).
+PARAM_FIELDS = tuple(dict.fromkeys([*DreamParams.model_fields,
+                                    *(name for k in KINDS.values() for name in k.params.model_fields)]))
+FORM_FIELDS = ("kind", *PARAM_FIELDS)
 MAX_LIMIT = 100
+STREAM_CHUNK = 256 * 1024  # bytes per read when a result is streamed from the store
 
 
 @bp.before_request
@@ -48,13 +58,54 @@ def require_token():
 
 def job_json(job: Job, queue_position: int | None = None) -> dict:
     data = job.public()
-    data["queue_position"] = queue_position if job.status == QUEUED_S else None
+    data["queue_position"] = queue_position if job.status == QUEUED else None
     base = f"/api/v1/jobs/{job.id}"
     # result and preview are null until they exist, so a client knows when to fetch them.
     data["links"] = {"self": base, "result": f"{base}/result" if job.status == SUCCEEDED else None,
                      "preview": f"{base}/preview" if job.preview_url else None,
                      "cancel": f"{base}/cancel", "events": f"{base}/events"}
+    kind = KINDS.get(job.kind)
+    if has_frames(kind):  # the latest finished frame of a video, null until the first is done
+        done = frames_done(job)
+        data["links"]["frame"] = f"{base}/frames/{done - 1}" if done else None
     return data
+
+
+# -- what a kind declares, read with fallbacks so that a kind may declare less -------
+
+def result_name(kind, params: dict) -> str:
+    """The result's name in the job's store folder (a video's depends on its format)."""
+    name = getattr(kind, "result_name", None)
+    return name(params) if callable(name) else kind.file("result")
+
+
+def result_media_type(kind, params: dict) -> str:
+    media_type = getattr(kind, "result_media_type", None)
+    return media_type(params) if callable(media_type) else kind.media_type
+
+
+def has_frames(kind) -> bool:
+    """Whether jobs of ``kind`` keep numbered frames (kind=zoom)."""
+    return kind is not None and "frame" in kind.files
+
+
+def frame_name(kind, n: int) -> str:
+    """The store name of frame ``n`` (from 0) of the kind's numbered "frame" series."""
+    return kind.file("frame", n)
+
+
+def frames_done(job: Job) -> int:
+    """How many frames of a video job are finished (frames 0 to this - 1), from its progress."""
+    p = job.progress or {}
+    done = p.get("frames_done")
+    if done is None and p.get("frame") is not None:
+        done = p["frame"] + 1  # the index of the last finished frame
+    if job.status == SUCCEEDED:
+        done = job.params.get("frames", done)
+    try:
+        return max(0, int(done or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def get_job(job_id: str) -> Job:
@@ -64,9 +115,9 @@ def get_job(job_id: str) -> Job:
     return job
 
 
-def describe(job: Job) -> dict:
+def public_job(job: Job) -> dict:
     state = services().state
-    return job_json(job, state.queue_position(job.id) if job.status == QUEUED_S else None)
+    return job_json(job, state.queue_position(job.id) if job.status == QUEUED else None)
 
 
 def check_caps() -> None:
@@ -141,7 +192,7 @@ def off_loop(fn):
 
 
 def submit_from_request() -> Job:
-    """Validate the multipart request, store the normalised input and queue the job."""
+    """Validate the multipart request, store the normalised input (and guide) and queue the job."""
     svc = services()
     if request.mimetype != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type",
@@ -159,68 +210,116 @@ def submit_from_request() -> Job:
     for key in set(form) | set(files):
         if len(form.getlist(key)) + len(files.getlist(key)) > 1:
             fields[key] = "given more than once"
-    if "image" in form and "image" not in fields:
-        fields["image"] = "must be a file upload, not a text field"
+    for key in FILE_FIELDS:
+        if key in form and key not in fields:
+            fields[key] = "must be a file upload, not a text field"
     for key in files:
-        if key != "image":
-            fields.setdefault(key, "unknown file field; the photo goes in `image`")
+        if key not in FILE_FIELDS:
+            fields.setdefault(key, "unknown file field; the photo goes in `image` (and a guide image in `guide`)")
     # Blank form fields mean "the default" (an untouched input of the HTML form).
-    raw = {k: v for k, v in form.items() if k not in fields and k != "image" and v.strip() != ""}
+    raw = {k: v for k, v in form.items() if k not in fields and k not in FILE_FIELDS and v.strip() != ""}
+    kind = KINDS.get(raw.pop("kind", DEFAULT_KIND))
+    if kind is None:
+        fields["kind"] = f"one of {', '.join(KINDS)}"
+        kind = KINDS[DEFAULT_KIND]  # to name the other fields' problems too
     params = None
     try:
-        params = parse_params(raw)
+        params = kind.parse(raw)
     except ParamsError as exc:
         fields.update({k: v for k, v in exc.fields.items() if k not in fields})
     upload = files.get("image") if "image" not in fields else None
     data = upload.read() if upload is not None else b""
-    # A browser sends an empty, nameless part when no file was chosen: that is a missing image.
+    # A browser sends an empty, nameless part when no file was chosen: that is a missing image
+    # (and, for the optional guide, no guide).
     if "image" not in fields and not data and not (upload is not None and upload.filename):
         fields["image"] = "required: attach the photo as a file field named `image`"
+    guide_upload = files.get("guide") if "guide" not in fields else None
+    guide = guide_upload.read() if guide_upload is not None else b""
+    has_guide = bool(guide) or bool(guide_upload is not None and guide_upload.filename)
+    if has_guide and "guide" not in kind.files:
+        fields["guide"] = f"a {kind.name} job takes no guide image"
+    if "guide_layer" in raw and not has_guide and "guide" not in fields and "guide_layer" not in fields:
+        fields["guide_layer"] = "given without a guide image: attach one as a file field named `guide`"
     if fields or params is None:
         raise ApiError(422, "invalid_params", "invalid request: " + "; ".join(f"{k}: {v}" for k, v in fields.items()),
                        fields)
 
-    # The filename is ignored: nothing a client names reaches the file system.
+    # The filenames are ignored: nothing a client names reaches the file system.
     # Bombs are refused from their header; only big images queue for one of the few decode
     # slots, so a normal photo is never stuck behind them.
-    big = declared_pixels(data, svc.settings.max_pixels) > SMALL_IMAGE_PIXELS
+    pixels = declared_pixels(data, svc.settings.max_pixels)
+    guide_pixels = guide_image_error(declared_pixels, guide, svc.settings.max_pixels) if has_guide else 0
+    big = max(pixels, guide_pixels) > SMALL_IMAGE_PIXELS
     slots = decode_slots() if big else None
     if slots is not None and not slots.acquire(timeout=svc.settings.decode_wait_s):
         raise ApiError(503, "busy", "too many large images are being decoded; try again shortly",
                        headers={"Retry-After": "5"})
 
-    def normalise(blob: bytes) -> tuple[bytes, str | None]:
+    def normalise(blob: bytes, guide_blob: bytes | None) -> tuple[bytes, str | None, tuple[int, int], bytes | None]:
+        # One image at a time, in one slot: the photo's array is gone before the guide is decoded.
         rgb = decode_image(blob, max_pixels=svc.settings.max_pixels, max_side=params.max_side)
         small = check_size(rgb.shape[0], rgb.shape[1], params)  # a warning when small octaves are skipped
-        return encode_png(rgb), small  # the worker decodes this PNG again
+        shape = rgb.shape[:2]
+        png = encode_png(rgb)  # the worker decodes this PNG again
+        del rgb
+        guide_png = None
+        if guide_blob is not None:
+            # Fitted to the size the worker takes its features at (as it would fit it): a big guide
+            # is not kept whole.
+            guide_rgb = guide_image_error(decode_image, guide_blob, max_pixels=svc.settings.max_pixels,
+                                          max_side=getattr(MODELS[params.model], "guide_side", None))
+            guide_png = encode_png(guide_rgb)
+        return png, small, shape, guide_png
 
     try:
-        png, small = off_loop(functools.partial(normalise, data))
+        png, small, (height, width), guide_png = off_loop(
+            functools.partial(normalise, data, guide if has_guide else None))
     finally:
         if slots is not None:
             slots.release()
-    del data
+    del data, guide
 
-    state = svc.state
-    job = state.create(params.model_dump(), warnings=[small] if small else [])
-    job.owner = request_owner()
-    job.input_url = svc.store.put(job.id, INPUT, png)
-    outcome = state.try_save_new(job, max_queued=svc.settings.max_queued, client=client_key(),
-                                 max_per_client=svc.settings.max_queued_per_client)
-    if outcome != "ok":  # lost the race for the last slots
-        svc.store.delete(job.id)
-        raise queue_full() if outcome == "queue_full" else client_full(svc.settings.max_queued_per_client)
+    check_work = kind_check_work(kind)
+    if check_work is not None:  # e.g. kind=zoom: frames x pixels within DREAMQ_ZOOM_MAX_WORK
+        try:
+            check_work(params, height, width, svc.settings)
+        except ParamsError as exc:
+            raise ApiError(422, "invalid_params", "invalid request: " + str(exc), exc.fields) from None
+
     try:
-        enqueue(svc.celery, job.id, job.dispatch)
-    except (redis.RedisError, kombu.exceptions.KombuError, OSError) as exc:
-        # No message, no worker will ever take it: undo the record rather than leave it queued forever.
-        state.forget(job.id)
-        svc.store.delete(job.id)
-        current_app.logger.warning("could not queue job %s: %s", job.id, exc)  # the detail stays in the log
+        job = svc.state.submit(params, png, kind=kind.name, owner=request_owner(), client=client_key(),
+                               warnings=[small] if small else [], max_queued=svc.settings.max_queued,
+                               max_per_client=svc.settings.max_queued_per_client,
+                               files={"guide": guide_png} if guide_png is not None else None)
+    except SubmitRefused as exc:
+        if exc.reason == "queue_full":
+            raise queue_full() from None
+        if exc.reason == "client_full":
+            raise client_full(svc.settings.max_queued_per_client) from None
+        current_app.logger.warning("could not queue a job: %s", exc.detail)  # the detail stays in the log
         raise ApiError(503, "redis_unavailable", "could not queue the job; try again shortly",
-                       headers={"Retry-After": "5"})
-    metrics.record_submitted(svc.redis, job.id, params.model)
+                       headers={"Retry-After": "5"}) from None
     return job
+
+
+def guide_image_error(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, an ImageError of it naming the `guide` field rather than `image`."""
+    try:
+        return fn(*args, **kwargs)
+    except ImageError as exc:
+        renamed = ImageError(exc.code, f"the guide image: {exc}")
+        renamed.field = "guide"
+        raise renamed from None
+
+
+def kind_check_work(kind):
+    """The kind's ``check_work(params, height, width, settings)``, if its module has one: the
+    limits that need the decoded image's size (kind=zoom: frames x pixels)."""
+    check = getattr(kind, "check_work", None)
+    if check is None:
+        module = importlib.import_module(kind.run.__module__)
+        check = getattr(module, "check_work", None)
+    return check
 
 
 def queue_full() -> ApiError:
@@ -258,7 +357,7 @@ def list_page(limit_arg: str | None, cursor: str | None) -> tuple[list[Job], str
     owner = owner_filter()
     if owner is None:
         jobs = state.list(limit, before)
-        more = bool(jobs) and state.r.zcount(JOBS, "-inf", f"({jobs[-1].created_at!r}") > 0
+        more = bool(jobs) and state.count_before(jobs[-1].created_at) > 0
     else:
         jobs = owned_jobs(owner, limit + 1, before)  # one more than asked: tells whether a next page exists
         more = len(jobs) > limit
@@ -278,8 +377,8 @@ def owned_jobs(owner: str, count: int, before: float | None) -> list[Job]:
     return found[:count]
 
 
-def png_response(data: bytes, *, cache: str, filename: str) -> Response:
-    response = Response(data, mimetype="image/png")
+def png_response(data: bytes, *, cache: str, filename: str, mimetype: str = "image/png") -> Response:
+    response = Response(data, mimetype=mimetype)
     response.headers["Cache-Control"] = cache
     disposition = "attachment" if request.args.get("download") else "inline"
     response.headers["Content-Disposition"] = f'{disposition}; filename="{filename}"'
@@ -287,23 +386,88 @@ def png_response(data: bytes, *, cache: str, filename: str) -> Response:
     return response.make_conditional(request)
 
 
+def stored_file_response(job: Job, name: str, *, mimetype: str, cache: str, filename: str) -> Response | None:
+    """A file of the job's store folder with ETag, conditional GET and byte ranges (206, 416),
+    streamed from the store when it can open files (a video is never read into memory whole);
+    None when the file is not there."""
+    store = services().store
+    opener, sizer = getattr(store, "open", None), getattr(store, "size", None)
+    if opener is None or sizer is None:  # a store that only reads whole files
+        data = store.get(job.id, name)
+        if data is None:
+            return None
+        body, size, etag = [data], len(data), hashlib.sha256(data).hexdigest()[:32]
+        fh = None
+    else:
+        try:
+            size = sizer(job.id, name)
+            fh = opener(job.id, name) if size is not None else None
+        except FileNotFoundError:
+            fh = None
+        if fh is None:
+            return None
+        body = FileWrapper(fh, STREAM_CHUNK)  # seekable: a range is read from its start, not skipped to
+        # A result is written once, when the job succeeds: its identity is the job's, its name and size.
+        etag = hashlib.sha256(f"{job.id}/{name}/{size}/{job.finished_at!r}".encode()).hexdigest()[:32]
+    response = Response(body, mimetype=mimetype, direct_passthrough=True)
+    response.content_length = size
+    response.headers["Cache-Control"] = cache
+    disposition = "attachment" if request.args.get("download") else "inline"
+    response.headers["Content-Disposition"] = f'{disposition}; filename="{filename}"'
+    response.set_etag(etag)
+    try:
+        return response.make_conditional(request, accept_ranges=True, complete_length=size)
+    except RequestedRangeNotSatisfiable:
+        response.close()
+        raise ApiError(416, "range_not_satisfiable",
+                       f"the range {request.headers.get('Range', '')!r} is not within the {size} bytes of the file",
+                       headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"}) from None
+    except BaseException:
+        response.close()
+        raise
+
+
+def input_response(job: Job, role: str) -> Response:
+    """An input file of the job (``input``: the photo, ``guide``: the guide image), as the pages show it."""
+    kind = KINDS.get(job.kind)
+    if kind is None or role not in kind.files:
+        raise not_found("file")
+    data = services().store.get(job.id, kind.file(role))
+    if data is None:
+        raise not_found("file")
+    return png_response(data, cache="private, max-age=86400", filename=f"{role}-{job.id}.png")
+
+
 # -- routes --------------------------------------------------------------------
 
 @bp.post("/jobs")
 def create_job():
-    job = submit_from_request()
-    return jsonify(describe(job)), 202, {"Location": f"/api/v1/jobs/{job.id}"}
+    # Both headers are read before anything else: a bad Idempotency-Key is refused without a job.
+    wait, key = prefer_wait(), idempotency_key()
+    if key is None:
+        job, replayed = submit_from_request(), False
+    else:  # the first request with the key makes the job; a retry gets that job, as it is now
+        job, replayed = submit_once(key, submit_from_request)
+    headers = {"Location": f"/api/v1/jobs/{job.id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    if wait is None:
+        return jsonify(public_job(job)), 202, headers
+    conn = request.environ.get("gunicorn.socket")  # stop waiting for a client that hung up
+    job = wait_for(job, wait, left=lambda: client_left(conn))
+    headers["Preference-Applied"] = f"wait={wait}"
+    return jsonify(public_job(job)), 201 if job.finished else 202, headers
 
 
 @bp.get("/jobs")
 def list_jobs():
     jobs, next_cursor = list_page(request.args.get("limit"), request.args.get("cursor"))
-    return jsonify({"jobs": [describe(j) for j in jobs], "next_cursor": next_cursor})
+    return jsonify({"jobs": [public_job(j) for j in jobs], "next_cursor": next_cursor})
 
 
 @bp.get("/jobs/<job_id>")
 def show_job(job_id: str):
-    return jsonify(describe(get_job(job_id)))
+    return jsonify(public_job(get_job(job_id)))
 
 
 @bp.get("/jobs/<job_id>/result")
@@ -311,19 +475,51 @@ def job_result(job_id: str):
     job = get_job(job_id)
     if job.status != SUCCEEDED:
         raise ApiError(409, "not_succeeded", f"the job is {job.status}; its result exists only once it has succeeded")
-    data = services().store.get(job.id, RESULT)
-    if data is None:
+    kind = KINDS[job.kind]
+    name = result_name(kind, job.params)
+    media_type = result_media_type(kind, job.params)
+    extension = posixpath.splitext(name)[1] or mimetypes.guess_extension(media_type) or ""
+    response = stored_file_response(job, name, mimetype=media_type, cache="private, max-age=86400",
+                                    filename=f"dream-{job.id}{extension}")
+    if response is None:
         raise ApiError(404, "not_found", "the result has expired")
-    return png_response(data, cache="private, max-age=86400", filename=f"dream-{job.id}.png")
+    return response
 
 
 @bp.get("/jobs/<job_id>/preview")
 def job_preview(job_id: str):
     job = get_job(job_id)
-    data = services().store.get(job.id, PREVIEW)
+    data = services().store.get(job.id, KINDS[job.kind].file("preview"))
     if data is None:
         raise ApiError(404, "no_preview", "no preview yet: the first one comes when the first octave is done")
     return png_response(data, cache="no-cache", filename=f"preview-{job.id}.png")
+
+
+@bp.get("/jobs/<job_id>/frames/<n>")
+def job_frame(job_id: str, n: str):
+    # A plain segment, checked here: the route matches (and asks for a token) whatever it is.
+    job = get_job(job_id)
+    kind = KINDS.get(job.kind)
+    if not has_frames(kind):
+        raise ApiError(404, "no_frame", f"a {job.kind} job has no frames: only video jobs (kind=zoom) have")
+    if not re.fullmatch(r"[0-9]{1,9}", n):
+        raise ApiError(404, "no_frame", "not a frame number: frames are numbered from 0")
+    n = int(n)
+    total = job.params.get("frames")
+    if isinstance(total, int) and n >= total:
+        raise ApiError(404, "no_frame", f"frame {n} is out of range: the job has {total} frames, 0 to {total - 1}")
+    data = services().store.get(job.id, frame_name(kind, n))
+    if data is None:
+        done = frames_done(job)
+        if n < done:
+            why = "it has expired"
+        elif job.finished:
+            why = f"the job {job.status} with {done} frame{'s' if done != 1 else ''} finished"
+        else:
+            why = f"not finished yet ({done} of {total} are)" if total else "not finished yet"
+        raise ApiError(404, "no_frame", f"no frame {n}: {why}")
+    # A frame is rewritten only by a rerun of the same job: revalidate by ETag.
+    return png_response(data, cache="private, no-cache", filename=f"frame-{job.id}-{n:05d}.png")
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -335,7 +531,7 @@ def cancel_job(job_id: str):
     if outcome in ("succeeded", "failed"):
         raise ApiError(409, "job_finished", f"the job has already {outcome}; there is nothing to cancel")
     # canceled (was queued, or already canceled) or running (the worker stops at its next step)
-    return jsonify(describe(get_job(job_id))), 202
+    return jsonify(public_job(get_job(job_id))), 202
 
 
 def client_left(conn) -> bool:
@@ -370,7 +566,7 @@ def job_events(job_id: str):
         while True:
             try:
                 job = state.get(job_id)
-                data = job and job_json(job, state.queue_position(job_id) if job.status == QUEUED_S else None)
+                data = job and job_json(job, state.queue_position(job_id) if job.status == QUEUED else None)
             except redis.RedisError:
                 yield event("error", {"error": {"code": "redis_unavailable", "message": "lost the job queue"}})
                 return

@@ -1,99 +1,52 @@
 """Prometheus metrics, computed at scrape time from Redis.
 
-Counters live in Redis (not in this process) so that every gunicorn process
-and restarts report the same totals.  Jobs finish in the workers; each scrape
-folds newly finished jobs into the counters and histograms, claiming each job
-with SREM so concurrent scrapes count it once.  No job ids in labels; the only
-job-derived label is ``model``, from the catalog (a bounded set).
+The job counters are kept in Redis by shared/stats.py, which subscribes to the
+lifecycle's signals (a job is counted by the process that finished it; a scrape
+folds any it left uncounted).  No job ids in labels; the only job-derived label
+is ``model``, from the catalog (a bounded set).
 
 Every web process reports the same cluster-wide values, so with several web
 replicas aggregate with ``max``, never ``sum`` (docs/AUTOSCALING.md).
 
 Queue depth for autoscaling is ``dreamq_queue_depth``: the job records that say
 ``queued`` (the ``dreamq:queued`` index, changed only by the atomic transitions in
-shared/job.py), i.e. exactly the jobs that will run.  The Celery list can hold
+shared/jobs.py), i.e. exactly the jobs that will run.  The Celery list can hold
 more (``dreamq_broker_messages``): a message whose job was requeued or re-dispatched
 with a new token, which a worker will skip.  A cancel removes the canceled job's
-message (JobQueueState.cancel), so cancels no longer make the two disagree.
+message (shared/jobs.py, Jobs.cancel), so cancels no longer make the two disagree.
 """
 from __future__ import annotations
 
-import json
 import math
 
 import redis
 from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
-from shared.job import FINISHED, QUEUED, RUNNING, job_key
+from shared import keys
+from shared.job import FINISHED
 from shared.models import MODELS
 from shared.queue import QUEUE
+from shared.stats import (
+    BUCKETS,
+    FINISHED_COUNT,
+    HIST,
+    SEP,
+    SUBMITTED,
+    UNKNOWN_MODEL,
+    fold_finished,
+)
 from shared.workers import live_workers, ready_workers
 
 from .errors import ApiError
 from .services import Services, services
 
-STATS = "dreamq:stats"
-SUBMITTED = f"{STATS}:submitted"  # hash model -> count
-FINISHED_COUNT = f"{STATS}:finished"  # hash "status|model" -> count
-PENDING = f"{STATS}:pending"  # ids submitted and not yet counted as finished
-# queue: hash le -> count, plus sum, count.  run: the same per model, fields "model|le" etc.
-HIST = {"queue": f"{STATS}:hist:queue", "run": f"{STATS}:hist:run"}
-BY_MODEL = ("run",)  # the histograms with a model label
-BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
-SEP = "|"
-# Counts folded before the model label existed (fields without SEP) are reported
-# under this model, and so is a job whose params name no catalog model.
-UNKNOWN_MODEL = "unknown"
-
 bp = Blueprint("metrics", __name__)
-
-
-def record_submitted(client: redis.Redis, job_id: str, model: str) -> None:
-    with client.pipeline() as p:
-        p.hincrby(SUBMITTED, model, 1)
-        p.sadd(PENDING, job_id)
-        p.execute()
-
-
-def _bucket(value: float) -> str:
-    return next(str(le) for le in BUCKETS if value <= le)
-
-
-def _model_of(params: bytes | None) -> str:
-    try:
-        model = json.loads(params).get("model") if params else None
-    except (ValueError, AttributeError):
-        model = None
-    return model if model in MODELS else UNKNOWN_MODEL  # a bounded label set, whatever a record holds
-
-
-def fold_finished(client: redis.Redis) -> None:
-    ids = [raw.decode() for raw in client.smembers(PENDING)]
-    with client.pipeline() as p:
-        for job_id in ids:
-            p.hmget(job_key(job_id), "status", "metrics", "params")
-        rows = p.execute()
-    for job_id, (status, metrics, params) in zip(ids, rows):
-        if status is None:  # the record expired: nothing left to count
-            client.srem(PENDING, job_id)
-            continue
-        status = status.decode()
-        if status not in FINISHED or not client.srem(PENDING, job_id):
-            continue
-        model = _model_of(params)
-        durations = json.loads(metrics) if metrics else {}
-        with client.pipeline() as p:
-            p.hincrby(FINISHED_COUNT, f"{status}{SEP}{model}", 1)
-            for name, key in HIST.items():
-                value = durations.get(f"{name}_s")
-                if isinstance(value, (int, float)):
-                    prefix = f"{model}{SEP}" if name in BY_MODEL else ""
-                    p.hincrby(key, prefix + _bucket(value), 1)
-                    p.hincrbyfloat(key, prefix + "sum", value)
-                    p.hincrby(key, prefix + "count", 1)
-            p.execute()
 
 
 def _histogram(raw: dict[str, float]) -> tuple[list[tuple[str, float]], float]:
@@ -118,8 +71,8 @@ class RedisCollector:
                 p.hgetall(FINISHED_COUNT)
                 p.hgetall(HIST["queue"])
                 p.hgetall(HIST["run"])
-                p.zcard(QUEUED)
-                p.zcard(RUNNING)
+                p.zcard(keys.QUEUED_JOBS)
+                p.zcard(keys.RUNNING_JOBS)
                 p.llen(QUEUE)
                 submitted, finished, hist_queue, hist_run, depth, running, messages = p.execute()
             workers = live_workers(r)

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 description of the HTTP API, written by hand: it is the contract.
 
-Only the dream parameters are derived: from the pydantic model that validates them
-(shared.params.DreamParams) and the model catalog, so that their bounds have one source.
+Only the parameters are derived: from the pydantic models that validate them (each kind's
+params: shared.params.DreamParams, kind=zoom's ZoomParams) and the model catalog, so that
+their bounds have one source.
 Code generators are one of its readers (tests/test_openapi_client.py generates a client
 with openapi-python-client and dreams with it), schemathesis another (tests/test_fuzz.py).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import copy
 
+from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import DEFAULT_MODEL, MODELS
 from shared.params import DreamParams
 
@@ -16,7 +18,8 @@ ERROR_CODES = ["not_found", "no_preview", "invalid_params", "unsupported_image",
                "upload_too_large", "unsupported_media_type", "not_succeeded", "job_finished", "unauthorized",
                "rate_limited", "queue_full", "redis_unavailable", "store_unavailable", "method_not_allowed",
                "bad_request", "internal_error", "too_many_form_parts", "form_field_too_large", "too_many_queued",
-               "busy"]
+               "busy", "no_frame", "range_not_satisfiable", "invalid_idempotency_key", "idempotency_key_reused",
+               "idempotency_key_in_use"]
 
 
 def _ref(name: str) -> dict:
@@ -44,6 +47,11 @@ JOB_ID = {"name": "job_id", "in": "path", "required": True, "description": "The 
           "schema": {"type": "string", "format": "uuid"}}
 # format: binary is what generators read as "bytes" (a file); contentMediaType is 3.1's own spelling.
 PNG = {"content": {"image/png": {"schema": {"type": "string", "format": "binary", "contentMediaType": "image/png"}}}}
+# A result: a PNG (kind=image), or a video or animation (kind=zoom, by its `format`).  image/png first:
+# a generator reads the first media type it knows.
+RESULT_TYPES = ("image/png", "video/mp4", "video/webm", "image/gif", "image/webp")
+RESULT = {"content": {t: {"schema": {"type": "string", "format": "binary", "contentMediaType": t}}
+                      for t in RESULT_TYPES}}
 
 # -- dream parameters, from the pydantic model -------------------------------------
 
@@ -65,6 +73,14 @@ PARAM_DOCS = {
     "tile_size": "Compute the gradient tile by tile (bounded memory).",
     "jitter": "Random roll of up to this many pixels per step.",
     "seed": "Seed of the random rolls of tiling and jitter.",
+    "guide_layer": "With a `guide` image: the layer whose features the dream is drawn toward; the model's "
+                   "default if missing.",
+    # kind=zoom
+    "frames": "Frames of the video: each is the last one zoomed (and turned), then dreamed on.",
+    "zoom": "Scale factor from one frame to the next (1.05: 5% closer each frame).",
+    "rotate": "Degrees the picture turns from one frame to the next.",
+    "fps": "Frames per second of the video.",
+    "format": "The video's container: mp4 (H.264), webm (VP9), or an animated gif/webp.",
 }
 # How a multipart form spells what JSON has as an object or null (see shared/params.py).
 FORM_LAYERS = {"type": "string", "examples": ["block3_conv3=1.0,block4_conv3=1.5"],
@@ -73,11 +89,12 @@ FORM_LAYERS = {"type": "string", "examples": ["block3_conv3=1.0,block4_conv3=1.5
 FORM_NONE = {"max_loss": ["none", "off"]}  # the only null the form can ask for; other nulls are the default
 
 
-def _params_schemas() -> tuple[dict, dict]:
-    """(the Params schema, extra component schemas) from DreamParams, with the model enum from the catalog."""
-    schema = DreamParams.model_json_schema(ref_template="#/components/schemas/{model}")
+def _params_schemas(params=DreamParams) -> tuple[dict, dict]:
+    """(the params schema of a kind, extra component schemas) from its pydantic model, with the model
+    enum from the catalog."""
+    schema = params.model_json_schema(ref_template="#/components/schemas/{model}")
     defs = schema.pop("$defs", {})
-    schema.pop("title", None)  # the component's name is Params
+    schema.pop("title", None)  # the component's name is Params (or the kind's: ZoomParams)
     for name, prop in schema["properties"].items():
         # Generators name classes after titles: pydantic's "Model" would shadow the Model schema.
         prop.pop("title", None)
@@ -85,9 +102,23 @@ def _params_schemas() -> tuple[dict, dict]:
             prop.setdefault("description", PARAM_DOCS[name])
     # The model field is a str checked against the catalog by a validator: pydantic cannot see the choice.
     schema["properties"]["model"].update(enum=list(MODELS), default=DEFAULT_MODEL)
-    schema["description"] = (schema.get("description", "") + " In a job, these are the effective values: "
-                             "every missing one filled in from the model and preset.").strip()
+    if params is DreamParams:
+        schema["description"] = (schema.get("description", "") + " In a job, these are the effective values: "
+                                 "every missing one filled in from the model and preset.").strip()
+    else:
+        schema["description"] = ("Params of a job of this kind: those of Params and its own. In a job, the "
+                                 "effective values.")
     return schema, defs
+
+
+def _kind_params() -> dict[str, type]:
+    """Component name -> params model of each kind whose params are not DreamParams (ZoomParams...)."""
+    out = {}
+    for kind in KINDS.values():
+        if kind.params is not DreamParams:
+            name = kind.params.__name__
+            out[name if name not in ("Params", "DreamParams") else f"{kind.name.title()}Params"] = kind.params
+    return out
 
 
 def _form_field(name: str, prop: dict) -> dict:
@@ -116,17 +147,74 @@ def _form_field(name: str, prop: dict) -> dict:
 
 
 PARAMS_SCHEMA, PARAMS_DEFS = _params_schemas()
+KIND_PARAMS_SCHEMAS: dict[str, dict] = {}  # ZoomParams...
+for _name, _params in _kind_params().items():
+    KIND_PARAMS_SCHEMAS[_name], _defs = _params_schemas(_params)
+    PARAMS_DEFS.update(_defs)
+
+
+def _kind_form_fields() -> dict[str, dict]:
+    """The form fields of the parameters only some kinds have, each saying which kinds take it."""
+    fields: dict[str, dict] = {}
+    owners: dict[str, list[str]] = {}
+    for kind in KINDS.values():
+        if kind.params is DreamParams:
+            continue
+        schema = next(KIND_PARAMS_SCHEMAS[n] for n, p in _kind_params().items() if p is kind.params)
+        for name, prop in schema["properties"].items():
+            if name in PARAMS_SCHEMA["properties"]:
+                continue
+            owners.setdefault(name, []).append(kind.name)
+            fields.setdefault(name, _form_field(name, prop))
+    for name, field in fields.items():
+        words = field["description"].replace(", unless the preset sets it.", ".")
+        field["description"] = (f"kind={' or '.join(owners[name])} only. " + words).strip()
+    return fields
+
+
+def _kind_defaults_words() -> dict[str, str]:
+    """Parameter -> the words for the kinds whose default differs from Params' (kind=zoom: 2 octaves)."""
+    words: dict[str, list[str]] = {}
+    for name, schema in KIND_PARAMS_SCHEMAS.items():
+        kind = next(k.name for k in KINDS.values() if k.params is _kind_params()[name])
+        for field, prop in schema["properties"].items():
+            base = PARAMS_SCHEMA["properties"].get(field)
+            if base is not None and "default" in prop and prop["default"] != base.get("default"):
+                words.setdefault(field, []).append(f"kind={kind}: {prop['default']}")
+    return {field: " (" + "; ".join(w) + ")" for field, w in words.items()}
+
+
+def _dream_form_fields() -> dict[str, dict]:
+    fields = {name: _form_field(name, prop) for name, prop in PARAMS_SCHEMA["properties"].items()}
+    for name, words in _kind_defaults_words().items():
+        fields[name]["description"] = fields[name]["description"].replace(", unless", words + ", unless", 1)
+    return fields
+
+
+def _kind_words() -> str:
+    words = {"image": "`image`, one dreamed picture (the default)",
+             "zoom": "`zoom`, an infinite-zoom video: frames, zoom, rotate, fps and format say how"}
+    return "What the job makes: " + "; ".join(words.get(k, f"`{k}`") for k in KINDS) + "."
+
+
 SUBMIT_FORM = {
     "type": "object", "required": ["image"], "additionalProperties": False,
-    "description": "The photo and, as form fields, any Params; a missing (or blank) field takes the model's "
-                   "(and preset's) default.",
+    "description": "The photo, an optional guide image, and as form fields the kind and its parameters; a "
+                   "missing (or blank) field takes the model's (and preset's) default.",
     "properties": {
         "image": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream",
                   "description": "PNG, JPEG, GIF, WebP, BMP or TIFF, sent as a file part (with a filename; "
                                  "its name is ignored)."},
-        **{name: _form_field(name, prop) for name, prop in PARAMS_SCHEMA["properties"].items()},
+        "guide": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream",
+                  "description": "Optional: a guide image (same formats and limits as `image`); the dream is "
+                                 "drawn toward its features at `guide_layer`. Errors name `guide`."},
+        "kind": {"type": "string", "enum": list(KINDS), "default": DEFAULT_KIND, "description": _kind_words()},
+        **_dream_form_fields(),
+        **_kind_form_fields(),
     },
 }
+if not any("guide" in k.files for k in KINDS.values()):  # until a kind takes one
+    del SUBMIT_FORM["properties"]["guide"]
 
 # -- the event stream --------------------------------------------------------------
 
@@ -172,6 +260,7 @@ SCHEMAS = {
         }},
     },
     "Params": PARAMS_SCHEMA,
+    **KIND_PARAMS_SCHEMAS,
     **PARAMS_DEFS,
     "ServerSentEvent": SSE_EVENT,
     "Progress": {
@@ -179,16 +268,24 @@ SCHEMAS = {
         "properties": {"fraction": {"type": "number", "minimum": 0, "maximum": 1},
                        "octave": INT | {"description": "Current octave, from 0."}, "octaves": INT,
                        "step": INT | {"description": "Current step of the octave, from 0."}, "steps": INT,
-                       "loss": NUM, "eta_s": NUM},
+                       "loss": NUM, "eta_s": NUM,
+                       "frame": INT | {"description": "kind=zoom: the frame being dreamed (or the last one "
+                                                      "finished), from 0."},
+                       "frames": INT | {"description": "kind=zoom: frames of the video."},
+                       "frames_done": INT | {"description": "kind=zoom: frames finished (0 to frames_done - 1, each "
+                                                            "at `/frames/{n}`; `links.frame` is the latest)."}},
     },
     "Job": {
         "type": "object",
         "required": ["id", "status", "progress", "params", "created_at", "error", "links"],
         "properties": {
             "id": {"type": "string", "format": "uuid"},
+            "kind": {"type": "string", "enum": list(KINDS)},
             "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "canceled"]},
             "progress": _ref("Progress"),
-            "params": _ref("Params"),
+            "params": ({"anyOf": [_ref("Params"), *(_ref(n) for n in KIND_PARAMS_SCHEMAS)],
+                        "description": "Params, or those of the job's kind (ZoomParams for kind=zoom)."}
+                       if KIND_PARAMS_SCHEMAS else _ref("Params")),
             "created_at": {"type": "string", "format": "date-time"},
             "started_at": TIME, "finished_at": TIME,
             "attempts": {"type": "integer", "description": "How many times a worker started it."},
@@ -204,7 +301,9 @@ SCHEMAS = {
                 "precision": {"type": "string", "description": "The precision that really ran."}}},
             "links": {"type": "object", "description": "result and preview are null until they exist.",
                       "properties": {"self": {"type": "string"}, "result": URL, "preview": URL,
-                                     "cancel": {"type": "string"}, "events": {"type": "string"}}},
+                                     "cancel": {"type": "string"}, "events": {"type": "string"},
+                                     "frame": URL | {"description": "kind=zoom only: the latest finished frame "
+                                                                    "(`/frames/{n}`), null until one is."}}},
         },
     },
     "JobList": {"type": "object", "required": ["jobs", "next_cursor"],
@@ -240,6 +339,31 @@ RESPONSES = {
 
 SECURED = {"401": _resp("Unauthorized")}
 
+# POST /api/v1/jobs for integrators (web/integrations.py): idempotent retries, and an answer that waits.
+SUBMIT_HEADERS = [
+    {"name": "Idempotency-Key", "in": "header", "required": False,
+     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+     "description": "Makes the submit safe to retry (IETF httpapi idempotency-key draft): the first request with "
+                    "a key creates the job; a retry with the same key and the same request (the same fields and "
+                    "file bytes; the multipart boundary and filenames do not count) answers with that job as it is "
+                    "now, with `Idempotent-Replayed: true`, and creates none. Keys are remembered for 24 hours, "
+                    "per token (per client address on a server without tokens). The same key with a different "
+                    "request: 422 `idempotency_key_reused`; while the first request is still being processed: "
+                    "409 `idempotency_key_in_use`. A refused request does not use up its key. 1 to 255 "
+                    "printable ASCII characters (a UUID, say), optionally in double quotes; else 400 "
+                    "`invalid_idempotency_key`."},
+    {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "`wait` or `wait=N` (RFC 7240): hold the answer until the job finishes or N seconds pass "
+                    "(the default, and the cap, is 60 s), then answer 201 with the finished job, or 202 with the "
+                    "job as it is; `Preference-Applied: wait=N` says the wait that was used. Other preferences, "
+                    "and a `wait` that is not a whole number, are ignored."},
+]
+PREFERENCE_APPLIED = {"Preference-Applied": {"description": "`wait=N` when `Prefer: wait` was honoured.",
+                                             "schema": {"type": "string"}}}
+REPLAYED = {"Idempotent-Replayed": {"description": "`true` when this is the job an earlier request with the same "
+                                                  "`Idempotency-Key` made.", "schema": {"type": "string"}}}
+LOCATION = {"Location": {"description": "The job's URL.", "schema": {"type": "string"}}}
+
 SPEC = {
     "openapi": "3.1.0",
     "info": {"title": "dreamq", "version": "1.0.0",
@@ -252,17 +376,27 @@ SPEC = {
         "/api/v1/jobs": {
             "post": {
                 "tags": ["jobs"], "operationId": "createJob", "summary": "Submit a photo to dream on.",
+                "parameters": SUBMIT_HEADERS,
                 "requestBody": {"required": True, "content": {"multipart/form-data": {
                     "schema": SUBMIT_FORM}}},
                 "responses": {
-                    "202": {**_json(_ref("Job"), "Queued."),
-                            "headers": {"Location": {"description": "The job's URL.", "schema": {"type": "string"}}}},
+                    "201": {**_json(_ref("Job"), "With `Prefer: wait`: the job finished (succeeded, failed or "
+                                                 "canceled) within the wait."),
+                            "headers": {**LOCATION, **PREFERENCE_APPLIED, **REPLAYED}},
+                    "202": {**_json(_ref("Job"), "Queued (or, with `Prefer: wait`, not finished within the wait; "
+                                                 "with a replayed `Idempotency-Key`, the job as it is now)."),
+                            "headers": {**LOCATION, **PREFERENCE_APPLIED, **REPLAYED}},
+                    "400": _err("An invalid `Idempotency-Key` header (`invalid_idempotency_key`), or a malformed "
+                                "request."),
                     **SECURED,
+                    "409": {**_err("A request with this `Idempotency-Key` is still being processed "
+                                   "(`idempotency_key_in_use`)."), "headers": RETRY_AFTER},
                     "413": _err("Upload over the size limit (`upload_too_large`), too many form parts "
                                 "(`too_many_form_parts`), a text field over its limit (`form_field_too_large`) "
                                 "or too many pixels (`image_too_large`)."),
                     "415": _err("Not a supported image, or not multipart/form-data."),
-                    "422": _err("Invalid parameters, missing/duplicate fields, or an image too small."),
+                    "422": _err("Invalid parameters, missing/duplicate fields, an image too small, or an "
+                                "`Idempotency-Key` already used for a different request (`idempotency_key_reused`)."),
                     "429": {**_err("Too many submissions from this address this minute (`rate_limited`) or too "
                                    "many of its jobs queued (`too_many_queued`)."), "headers": RETRY_AFTER},
                     "503": _resp("Unavailable"),
@@ -290,8 +424,34 @@ SPEC = {
             "parameters": [JOB_ID, {"name": "download", "in": "query", "schema": {"type": "string"},
                                     "description": "Any value: sent as an attachment."}],
             "get": {"tags": ["jobs"], "operationId": "getResult", "summary": "The dream, once succeeded.",
-                    "responses": {"200": {"description": "The dream.", **PNG}, **SECURED,
+                    "description": "A PNG for kind=image; for kind=zoom the video (or animation) in its `format`. "
+                                   "Byte ranges (`Range: bytes=...`) are served, as video players ask for them.",
+                    "parameters": [{"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
+                                    "description": "One byte range, e.g. `bytes=0-99` or `bytes=-500`.",
+                                    "examples": {"first100": {"value": "bytes=0-99"}}}],
+                    "responses": {"200": {"description": "The dream.", **RESULT,
+                                          "headers": {"Accept-Ranges": {"schema": {"type": "string"}}}},
+                                  "206": {"description": "The asked byte range of the dream.", **RESULT,
+                                          "headers": {"Content-Range": {
+                                              "description": "`bytes start-end/length`.", "required": True,
+                                              "schema": {"type": "string"}}}},
+                                  **SECURED,
                                   "404": _resp("NotFound"), "409": _err("The job has not succeeded (yet)."),
+                                  "416": {**_err("The range is malformed or outside the file "
+                                                 "(`range_not_satisfiable`)."),
+                                          "headers": {"Content-Range": {
+                                              "description": "`bytes */length`.", "schema": {"type": "string"}}}},
+                                  "503": _resp("Unavailable")}},
+        },
+        "/api/v1/jobs/{job_id}/frames/{n}": {
+            "parameters": [JOB_ID, {"name": "n", "in": "path", "required": True,
+                                    "description": "The frame's number, from 0.",
+                                    "schema": {"type": "integer", "minimum": 0}}],
+            "get": {"tags": ["jobs"], "operationId": "getFrame",
+                    "summary": "A finished frame of a video (kind=zoom), while it runs and after.",
+                    "responses": {"200": {"description": "The frame.", **PNG}, **SECURED,
+                                  "404": _err("No such job, or no such frame (`no_frame`: not a video, out of "
+                                              "range, or not finished)."),
                                   "503": _resp("Unavailable")}},
         },
         "/api/v1/jobs/{job_id}/preview": {

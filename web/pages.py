@@ -4,16 +4,36 @@ routes here, which take the login cookie (the API takes only the bearer header).
 from __future__ import annotations
 
 import redis
-from flask import Blueprint, jsonify, make_response, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from werkzeug.exceptions import HTTPException
 
 from shared.images import ImageError
+from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import DEFAULT_MODEL, MODELS
 from shared.params import DreamParams
+from shared.store import StoreError
 from shared.workers import live_workers, model_status
 
 from . import api
-from .api import PARAM_FIELDS, describe, get_job, list_page, submit_from_request
+from .api import (
+    FORM_FIELDS,
+    frames_done,
+    get_job,
+    has_frames,
+    input_response,
+    list_page,
+    public_job,
+    result_media_type,
+    submit_from_request,
+)
 from .auth import (
     authenticate,
     bearer_token,
@@ -60,7 +80,57 @@ def page_links(data: dict) -> dict:
                      "result": f"{base}/result" if links.get("result") else None,
                      "preview": f"{base}/preview" if links.get("preview") else None,
                      "cancel": f"{base}/cancel", "events": None}
+    if "frame" in links:
+        data["links"]["frame"] = links["frame"] and base + links["frame"][len(f"/api/v1/jobs/{data['id']}"):]
     return data
+
+
+# Words for the parameters that only some kinds have (the form builds their fields from the kinds' schemas).
+KIND_FIELD_LABELS = {"frames": "Frames", "zoom": "Zoom per frame (1.05: 5% closer each frame)",
+                     "rotate": "Rotation per frame, in degrees", "fps": "Frames per second",
+                     "format": "Video format"}
+KIND_TITLES = {"image": "A picture", "zoom": "Zoom video (an infinite zoom into the dream)"}
+
+
+def kind_fields() -> list[dict]:
+    """The form fields of the parameters that DreamParams lacks (kind=zoom's), from each kind's schema:
+    name, label, the kinds that take it, default, and input type, bounds and choices."""
+    out: dict[str, dict] = {}
+    for kind in KINDS.values():
+        schema = kind.params.model_json_schema()
+        for name, field in kind.params.model_fields.items():
+            if name in DreamParams.model_fields:
+                continue
+            if name in out:
+                out[name]["kinds"].append(kind.name)
+                continue
+            prop = schema["properties"].get(name, {})
+            branches = [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
+            branch = {**prop, **(branches[0] if branches else {})}
+            entry = {"name": name, "label": KIND_FIELD_LABELS.get(name, name.replace("_", " ").capitalize()),
+                     "kinds": [kind.name], "default": field.default if field.default is not None else "",
+                     "choices": branch.get("enum"), "type": "text"}
+            if branch.get("type") in ("integer", "number"):
+                entry["type"] = "number"
+                entry["step"] = "1" if branch["type"] == "integer" else "any"
+                for bound, attr in (("minimum", "min"), ("exclusiveMinimum", "min"), ("maximum", "max"),
+                                    ("exclusiveMaximum", "max")):
+                    if bound in branch:
+                        entry[attr] = branch[bound]
+            out[name] = entry
+    return list(out.values())
+
+
+def kinds_catalog() -> dict:
+    """What the form's script needs to know of each kind: which fields it takes, whether it takes a guide."""
+    fields = kind_fields()
+    base = DreamParams.model_fields
+    return {k.name: {"title": KIND_TITLES.get(k.name, k.name), "guide": "guide" in k.files,
+                     "fields": [f["name"] for f in fields if k.name in f["kinds"]],
+                     # Its own defaults of the dream parameters (a zoom frame: fewer octaves and steps).
+                     "defaults": {name: f.default for name, f in k.params.model_fields.items()
+                                  if name in base and f.default is not None and f.default != base[name].default}}
+            for k in KINDS.values()}
 
 
 def catalog() -> dict:
@@ -70,7 +140,9 @@ def catalog() -> dict:
                                   "step": m.step, "max_loss": "none" if m.max_loss is None else m.max_loss,
                                   **{k: f.default for k, f in DreamParams.model_fields.items()
                                      if k not in ("model", "preset", "layers", "step", "max_loss")
-                                     and f.default is not None}}}
+                                     and f.default is not None},
+                                  # The layer a guide image pulls toward when none is named.
+                                  **({"guide_layer": m.guide_layer} if getattr(m, "guide_layer", "") else {})}}
             for m in MODELS.values()}
 
 
@@ -94,8 +166,10 @@ def form_page(values: dict | None = None, error: ApiError | None = None, status:
         model = next((name for name in MODELS if loaded.get(name)), DEFAULT_MODEL)
     else:
         model = DEFAULT_MODEL
+    kind = values.get("kind") if values.get("kind") in KINDS else DEFAULT_KIND
     html = render_template("index.html", models=MODELS, catalog=catalog(), model=model, values=values, error=error,
-                           loaded=loaded, bf16=bf16)
+                           loaded=loaded, bf16=bf16, kinds=kinds_catalog(), kind=kind, kind_fields=kind_fields(),
+                           guide_layer="guide_layer" in DreamParams.model_fields)
     return html, status
 
 
@@ -115,7 +189,7 @@ def submit():
         if err.status >= 500:
             raise err
         try:
-            values = {k: request.form.get(k, "") for k in PARAM_FIELDS}
+            values = {k: request.form.get(k, "") for k in FORM_FIELDS}
         except HTTPException:  # the body was too large to read
             values = {}
         return form_page(values, err, err.status)
@@ -126,28 +200,64 @@ def submit():
 def submit_json():
     """The form's script: the API's answer, for the cookie (errors are JSON: the path ends in .json)."""
     job = submit_from_request()
-    return jsonify(page_links(describe(job))), 202
+    return jsonify(page_links(public_job(job))), 202
 
 
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str):
     job = get_job(job_id)
-    return render_template("job.html", job=page_links(describe(job)))
+    kind = KINDS.get(job.kind)
+    view = {"result_tag": "img", "result_type": "image/png", "video": False, "frames_done": 0, "frames": None,
+            "has_input": False, "has_guide": False}
+    if kind is not None:
+        media_type = result_media_type(kind, job.params)
+        view.update(result_type=media_type, result_tag="video" if media_type.startswith("video/") else "img",
+                    video=has_frames(kind), frames_done=frames_done(job), frames=job.params.get("frames"))
+        # What was uploaded, shown beside the dream; a job canceled while queued has no files left.
+        view["has_input"] = store_has(job.id, kind.file("input"))
+        view["has_guide"] = "guide" in kind.files and store_has(job.id, kind.file("guide"))
+    return render_template("job.html", job=page_links(public_job(job)), view=view,
+                           result_label=view["result_type"].split("/")[-1].upper())
+
+
+def store_has(job_id: str, name: str) -> bool:
+    """Whether the job's store folder has ``name``; an unreachable store only hides the picture."""
+    store = services().store
+    exists = getattr(store, "exists", None)
+    try:
+        return exists(job_id, name) if exists is not None else store.get(job_id, name) is not None
+    except StoreError:
+        return False
 
 
 @bp.get("/jobs/<job_id>/status.json")
 def job_status(job_id: str):
-    return jsonify(page_links(describe(get_job(job_id))))
+    return jsonify(page_links(public_job(get_job(job_id))))
 
 
 @bp.get("/jobs/<job_id>/result")
 def job_result(job_id: str):
-    return api.job_result(job_id)  # the same checks (owner included) and private caching
+    return api.job_result(job_id)  # the same checks (owner included), private caching and byte ranges
 
 
 @bp.get("/jobs/<job_id>/preview")
 def job_preview(job_id: str):
     return api.job_preview(job_id)
+
+
+@bp.get("/jobs/<job_id>/frames/<n>")
+def job_frame(job_id: str, n: str):
+    return api.job_frame(job_id, n)
+
+
+@bp.get("/jobs/<job_id>/input")
+def job_input(job_id: str):
+    return input_response(get_job(job_id), "input")
+
+
+@bp.get("/jobs/<job_id>/guide")
+def job_guide(job_id: str):
+    return input_response(get_job(job_id), "guide")
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -160,7 +270,7 @@ def cancel(job_id: str):
 @bp.get("/jobs")
 def jobs_page():
     jobs, next_cursor = list_page(request.args.get("limit"), request.args.get("cursor"))
-    return render_template("jobs.html", jobs=[page_links(describe(j)) for j in jobs], next_cursor=next_cursor)
+    return render_template("jobs.html", jobs=[page_links(public_job(j)) for j in jobs], next_cursor=next_cursor)
 
 
 @bp.route("/login", methods=["GET", "POST"])

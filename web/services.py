@@ -1,11 +1,10 @@
 """What the views share: settings, the (lazy) Redis client, job state, store and Celery app."""
 from __future__ import annotations
 
-
 import redis
 from flask import current_app
 
-from shared.job import JobQueueState
+from shared.jobs import Jobs
 from shared.settings import Settings
 from shared.store import open_store
 
@@ -20,7 +19,7 @@ class Services:
         self.store = open_store(settings)
         self._redis = redis_client
         self._celery = celery
-        self._state: JobQueueState | None = None
+        self._state: Jobs | None = None
 
     @property
     def redis(self) -> redis.Redis:
@@ -32,9 +31,9 @@ class Services:
         return self._redis
 
     @property
-    def state(self) -> JobQueueState:
+    def state(self) -> Jobs:
         if self._state is None:
-            self._state = JobQueueState(self.redis, self.settings.job_ttl_s, store=self.store)
+            self._state = Jobs(self.redis, self.settings.job_ttl_s, store=self.store, celery=self.celery)
         return self._state
 
     @property

@@ -4,6 +4,8 @@ Reads top to bottom like the example: loss, one gradient ascent step, the
 loop over steps, the loop over octaves with lost-detail reinjection.  What it
 adds: the network and the compiled step are built once and serve every image
 size, and the caller can watch (progress, preview) and stop (cancel) a job.
+A guide image (the google/deepdream notebook's "controlling dreams") swaps the
+loss for the guide objective and leaves everything else as it is.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 from keras import ops
+from PIL import Image
 
 from shared.models import dream_octave_shapes
 from shared.params import DreamParams
@@ -54,15 +57,37 @@ def dream_loss(features, coeffs):
     return loss
 
 
+def guide_loss(features, guide_features):
+    """The notebook's guide objective: Σ_i max_j <x_i, y_j> / activation size.
+
+    x_i: the image's feature vector at position i of the guide layer; y_j: the
+    guide's, ``guide_features`` being ``(positions, channels)``.  Its gradient
+    with respect to x_i is the best-matching y_j (the notebook's objective_guide
+    sets exactly that): each position is pulled toward the guide feature it is
+    already most like.  Divided by the activation size as dream_loss is, so the
+    loss reads on the same scale (an image guided by itself scores its mean
+    square activation) and max_loss keeps its meaning; the normalised step does
+    not see the constant.  No border crop: the notebook has none, and a small
+    octave keeps every position.
+    """
+    x = ops.cast(features, "float32")  # bf16 networks: match in float32
+    x = ops.reshape(x, (-1, x.shape[-1]))
+    best = ops.max(ops.matmul(x, ops.transpose(guide_features)), axis=1)
+    return ops.sum(best) / ops.cast(ops.size(x), "float32")
+
+
 def _normalize(grads):
     return grads / ops.maximum(ops.mean(ops.abs(grads)), 1e-6)
 
 
-def make_gradient_fns(extractor):
+def make_gradient_fns(extractor, objective=dream_loss, target_shape=(None,)):
     """Compile, once for any image size, the two functions the engine needs:
 
-    ``step(img, coeffs, learning_rate) -> (loss, img)``: the seed's fused step;
-    ``gradient(img, coeffs) -> (loss, grads)``: raw gradients, for tiled steps.
+    ``step(img, target, learning_rate) -> (loss, img)``: the seed's fused step;
+    ``gradient(img, target) -> (loss, grads)``: raw gradients, for tiled steps.
+    ``objective(features, target)`` is the loss: dream_loss, whose target is the
+    layer weights (the seed), or guide_loss, whose target is the guide's features
+    (``target_shape`` ``(None, channels)``: any guide size reuses the graph).
     The only backend-specific code in the engine: how to take a gradient and compile.
     """
     backend = keras.backend.backend()
@@ -70,20 +95,20 @@ def make_gradient_fns(extractor):
         import tensorflow as tf
 
         image_spec = tf.TensorSpec([1, None, None, 3], tf.float32)
-        coeff_spec = tf.TensorSpec([None], tf.float32)
+        target_spec = tf.TensorSpec(list(target_shape), tf.float32)
 
-        def loss_and_grads(img, coeffs):
+        def loss_and_grads(img, target):
             with tf.GradientTape() as tape:
                 tape.watch(img)
-                loss = dream_loss(extractor(img), coeffs)
+                loss = objective(extractor(img), target)
             return loss, tape.gradient(loss, img)
 
-        gradient = tf.function(loss_and_grads, input_signature=[image_spec, coeff_spec])
+        gradient = tf.function(loss_and_grads, input_signature=[image_spec, target_spec])
 
         # One graph for loss, gradient, normalisation and update, as the seed's step.
-        @tf.function(input_signature=[image_spec, coeff_spec, tf.TensorSpec([], tf.float32)])
-        def step(img, coeffs, learning_rate):
-            loss, grads = loss_and_grads(img, coeffs)
+        @tf.function(input_signature=[image_spec, target_spec, tf.TensorSpec([], tf.float32)])
+        def step(img, target, learning_rate):
+            loss, grads = loss_and_grads(img, target)
             return loss, img + learning_rate * _normalize(grads)
 
         return step, gradient
@@ -93,16 +118,17 @@ def make_gradient_fns(extractor):
         trainable = [v.value for v in extractor.trainable_variables]
         frozen = [v.value for v in extractor.non_trainable_variables]
 
-        def loss_fn(img, coeffs):
+        def loss_fn(img, target):
             features, _ = extractor.stateless_call(trainable, frozen, img, training=False)
-            return dream_loss(features, coeffs)
+            return objective(features, target)
 
         loss_and_grads = jax.value_and_grad(loss_fn)
-        jax_gradient = jax.jit(loss_and_grads)  # traced once per shape: no shape-polymorphic jit
+        # Traced once per shape (image and guide): no shape-polymorphic jit.
+        jax_gradient = jax.jit(loss_and_grads)
 
         @jax.jit
-        def jax_step(img, coeffs, learning_rate):
-            loss, grads = loss_and_grads(img, coeffs)
+        def jax_step(img, target, learning_rate):
+            loss, grads = loss_and_grads(img, target)
             return loss, img + learning_rate * _normalize(grads)
 
         return jax_step, jax_gradient
@@ -112,6 +138,18 @@ def make_gradient_fns(extractor):
 def resize(img, shape):
     # Bilinear without antialiasing: tf.image.resize's default, which the seed uses.
     return ops.image.resize(img, shape, interpolation="bilinear", antialias=False)
+
+
+def fit_guide(guide: np.ndarray, max_side: int, min_side: int) -> np.ndarray:
+    """The guide at the size its features are taken at: longer side at most ``max_side``
+    (as shared.images.decode_image(max_side=...) resizes, so a guide it already fitted
+    is left alone), each side at least ``min_side`` (a tiny guide still gives features)."""
+    h, w = guide.shape[:2]
+    ratio = min(1.0, max_side / max(h, w))
+    size = (max(min_side, round(w * ratio)), max(min_side, round(h * ratio)))
+    if size == (w, h):
+        return guide
+    return np.asarray(Image.fromarray(guide).resize(size, Image.LANCZOS))
 
 
 def tile_bounds(length: int, tile: int) -> list[tuple[int, int]]:
@@ -147,6 +185,7 @@ class Dreamer:
         self.auto_tile_size = auto_tile_size
         self._networks = {"fp32": model.network}
         self._fns: dict[tuple, tuple[Callable, Callable]] = {}
+        self._guided: dict[tuple, tuple[Callable, Callable, keras.Model]] = {}
 
     def network(self, precision: str):
         if precision not in self._networks:
@@ -162,6 +201,38 @@ class Dreamer:
             self._fns[key] = make_gradient_fns(extractor)
         return self._fns[key]
 
+    def guide_layer(self, params: DreamParams) -> str:
+        return params.guide_layer or self.model.spec.guide_layer
+
+    def guided_fns(self, layer: str, precision: str = "fp32"):
+        """The compiled (step, gradient) of the guide objective at ``layer``, and that
+        layer's extractor (which also takes the guide's features), built on first use."""
+        key = (layer, precision)
+        if key not in self._guided:
+            net = self.network(precision)
+            # One input, not the list net.inputs: the guide's features are taken by calling it.
+            extractor = keras.Model(net.input, net.get_layer(layer).output)
+            step, gradient = make_gradient_fns(extractor, guide_loss, (None, extractor.output.shape[-1]))
+            self._guided[key] = (step, gradient, extractor)
+        return self._guided[key]
+
+    def guide_features(self, guide: np.ndarray, layer: str, precision: str = "fp32"):
+        """The guide's feature vectors at ``layer``, ``(positions, channels)`` float32.
+
+        Taken at the guide's own size, as the notebook does, but with the longer side
+        at most the model's guide_side (see shared/models.py): about the scale the
+        network was trained at, and the match matrix (image positions x guide
+        positions) stays small whatever was uploaded.
+        """
+        if guide.ndim != 3 or guide.shape[-1] != 3 or guide.dtype != np.uint8:
+            raise ValueError(f"the guide must be a uint8 (H, W, 3) RGB array, not {guide.dtype} {guide.shape}")
+        spec = self.model.spec
+        guide = fit_guide(guide, spec.guide_side, spec.min_side_for((layer,)))
+        extractor = self.guided_fns(layer, precision)[2]
+        features = extractor(ops.convert_to_tensor(self.model.preprocess(guide.astype(np.float32)[None])))
+        features = ops.cast(features, "float32")
+        return ops.reshape(features, (-1, features.shape[-1]))
+
     def gradient_step(self, layers: tuple[str, ...], precision: str = "fp32"):
         return self.gradient_fns(layers, precision)[0]
 
@@ -175,7 +246,7 @@ class Dreamer:
             step(img, coeffs, ops.convert_to_tensor(0.0))
             gradient(img, coeffs)
 
-    def tiled_step(self, img, coeffs, learning_rate, gradient, tile: int, rng: np.random.Generator):
+    def tiled_step(self, img, target, learning_rate, gradient, tile: int, rng: np.random.Generator):
         """One ascent step computed tile by tile, the image rolled by a random shift
         first (as the TensorFlow DeepDream tutorial does) so tile borders move every
         step and leave no seams.  Loss and gradient are the area-weighted sums of the
@@ -189,37 +260,44 @@ class Dreamer:
         for y0, y1 in tile_bounds(h, tile):
             for x0, x1 in tile_bounds(w, tile):
                 weight = (y1 - y0) * (x1 - x0) / (h * w)
-                tile_loss, tile_grads = gradient(ops.convert_to_tensor(rolled[:, y0:y1, x0:x1]), coeffs)
+                tile_loss, tile_grads = gradient(ops.convert_to_tensor(rolled[:, y0:y1, x0:x1]), target)
                 loss += weight * float(tile_loss)
                 grads[:, y0:y1, x0:x1] = weight * ops.convert_to_numpy(tile_grads)
         grads = np.roll(grads, (-dy, -dx), axis=(1, 2))
         grads /= max(float(np.abs(grads).mean()), 1e-6)
         return loss, ops.convert_to_tensor(x + float(learning_rate) * grads)
 
-    def ascent_step(self, params: DreamParams, tile: int | None, rng: np.random.Generator):
+    def ascent_step(self, params: DreamParams, tile: int | None, rng: np.random.Generator,
+                    guide: np.ndarray | None = None):
         """This job's gradient ascent step, ``img -> (loss, img)``: chosen once, called every step.
 
         ``rng`` is drawn from only here, step by step (tile rolls, jitter), so a
-        seed gives the same dream.
+        seed gives the same dream.  With a guide, the step ascends the guide
+        objective at the guide layer instead of the weighted layers' loss.
         """
-        layers = tuple(params.layers)
-        step, gradient = self.gradient_fns(layers, params.precision)
-        coeffs = ops.convert_to_tensor(np.array([params.layers[n] for n in layers], np.float32))
+        if guide is None:
+            layers = tuple(params.layers)
+            step, gradient = self.gradient_fns(layers, params.precision)
+            target = ops.convert_to_tensor(np.array([params.layers[n] for n in layers], np.float32))
+        else:
+            layer = self.guide_layer(params)
+            step, gradient, _ = self.guided_fns(layer, params.precision)
+            target = self.guide_features(guide, layer, params.precision)  # once per job
         learning_rate = ops.convert_to_tensor(np.float32(params.step))
 
         def tiled(img):
             # Tile by tile: memory bounded by the tile, not by the picture.
-            return self.tiled_step(img, coeffs, learning_rate, gradient, tile, rng)
+            return self.tiled_step(img, target, learning_rate, gradient, tile, rng)
 
         def jittered(img):
             # Shift the image a little each step, so features don't lock to the pixel grid.
             dy, dx = (int(v) for v in rng.integers(-params.jitter, params.jitter + 1, size=2))
-            loss, img = step(ops.roll(img, (dy, dx), axis=(1, 2)), coeffs, learning_rate)
+            loss, img = step(ops.roll(img, (dy, dx), axis=(1, 2)), target, learning_rate)
             return loss, ops.roll(img, (-dy, -dx), axis=(1, 2))
 
         def plain(img):
             # The seed's step, exactly: one compiled call.
-            return step(img, coeffs, learning_rate)
+            return step(img, target, learning_rate)
 
         if tile is not None:
             return tiled
@@ -230,26 +308,31 @@ class Dreamer:
         image: np.ndarray,
         params: DreamParams,
         *,
+        guide: np.ndarray | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         on_preview: Callable[[int, np.ndarray], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> np.ndarray:
         """Dream on an ``(H, W, 3)`` uint8 RGB image; return the result, same size and type.
 
+        guide: None (the seed's dream), or a uint8 RGB ``(H, W, 3)`` image whose
+        features at ``params.guide_layer`` (the model's guide_layer if None) the
+        dream is drawn toward; ``params.layers`` are then not used.
         on_progress(Progress): after every step.  on_preview(octave, uint8 image):
         after every octave.  should_cancel() returns a bool and is polled before
         every step, the first included; when it returns True the engine raises
         Canceled there.  An exception raised by any of these callbacks propagates
         unchanged: the engine neither catches nor wraps it.
         """
-        layers = tuple(params.layers)
+        # The layers the loss reads: they set the smallest octave the network can take.
+        layers = tuple(params.layers) if guide is None else (self.guide_layer(params),)
         if params.precision not in ("fp32", "bf16"):  # "auto" is the caller's to resolve (worker.device)
             raise ValueError(f"precision must be fp32 or bf16 here, not {params.precision!r}")
         tile = params.tile_size
         if tile is None and self.auto_tile_pixels and image.shape[0] * image.shape[1] > self.auto_tile_pixels:
             tile = self.auto_tile_size
         rng = np.random.default_rng(params.seed)  # rolls are random but repeatable
-        ascend = self.ascent_step(params, tile, rng)
+        ascend = self.ascent_step(params, tile, rng, guide)
         started = time.perf_counter()
 
         original = ops.convert_to_tensor(self.model.preprocess(image.astype(np.float32)[None]))

@@ -21,7 +21,7 @@ is found again this way, on every heartbeat (``redispatch_stranded``):
   consumer takes any message there within milliseconds.
 * So every job still queued whose current message was sent before that window
   (its score in ``dreamq:queued``) has no message that a worker can take.  The
-  worker gives it a new dispatch token and enqueues it (``JobQueueState.redispatch``:
+  worker gives it a new dispatch token and enqueues it (``Jobs.redispatch``:
   one Lua script that acts only while the job is still queued with the token
   it saw and was sent before the cutoff, so of several idle workers only one acts).
 * The grace also covers a message that is rightly elsewhere for a moment: sent
@@ -34,10 +34,10 @@ worker becoming idle (18 s by default; the goal is 90 s).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -47,29 +47,16 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from shared.images import ImageError, decode_image, encode_png
-from shared.job import CANCELED, FAILED, QUEUED_S, SUCCEEDED, JobQueueState
-from shared.params import DreamParams
-from shared.queue import enqueue
+from shared import keys, stats  # noqa: F401 — stats: job counters subscribe to the lifecycle here too
+from shared.images import encode_png
+from shared.job import CANCELED, FAILED, QUEUED, SUCCEEDED
+from shared.jobs import Jobs
+from shared.kinds import Context, Files, JobFailed, get_kind
 from shared.settings import Settings
-from shared.store import INPUT, PREVIEW, RESULT, StoreError, open_store
-from shared.workers import WORKERS, worker_key
+from shared.store import StoreError, open_store
 
 log = logging.getLogger("dreamq.worker")
 
-# Fault injection for the reliability tests, inert unless the worker's environment has
-# DREAMQ_TEST_FAULTS=1: a job whose id has the key ``dreamq:test:crash:<job id>`` in Redis
-# kills its worker (SIGKILL, as the OOM killer would) each time it starts.
-TEST_FAULTS = os.environ.get("DREAMQ_TEST_FAULTS") == "1"
-TEST_CRASH = "dreamq:test:crash:"
-
-
-class Stop(Exception):
-    """Why a running job was stopped between two steps."""
-
-    def __init__(self, reason: str):
-        self.reason = reason  # "canceled" | "timeout" | "shutdown" | "lost"
-        super().__init__(reason)
 
 
 class Worker:
@@ -83,8 +70,12 @@ class Worker:
         # the record stays `running` with a live owner that no recovery looks at.
         retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=12)
         self.r = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30, retry=retry)
-        self.jobs = JobQueueState(self.r, settings.job_ttl_s)
+        for module in settings.plugins:  # DREAMQ_PLUGINS: e.g. subscribers to the lifecycle's signals
+            importlib.import_module(module)
+            log.info("plugin %s loaded", module)
         self.store = open_store(settings)
+        self.jobs = Jobs(self.r, settings.job_ttl_s, store=None, celery=celery_app)  # store=None: a worker
+        # never deletes an input on cancel (the web does), it only sends messages again
         self.dreamers: dict[str, Any] = {}
         self.unavailable: dict[str, str] = {}
         self.current_job: str | None = None
@@ -151,7 +142,7 @@ class Worker:
         self.ready = True
         self.heartbeat()
 
-    def describe(self) -> dict[str, Any]:
+    def heartbeat_record(self) -> dict[str, Any]:
         import keras
 
         models = {name: "ready" for name in self.dreamers}
@@ -166,8 +157,8 @@ class Worker:
     def heartbeat(self) -> None:
         ttl = max(1, int(self.settings.heartbeat_ttl_s))
         with self.r.pipeline() as p:
-            p.set(worker_key(self.id), json.dumps(self.describe()), ex=ttl)
-            p.sadd(WORKERS, self.id)
+            p.set(keys.worker(self.id), json.dumps(self.heartbeat_record()), ex=ttl)
+            p.sadd(keys.WORKERS, self.id)
             p.execute()
 
     def start_heartbeat(self) -> threading.Thread:
@@ -189,8 +180,8 @@ class Worker:
         self._beat.set()
         try:
             with self.r.pipeline() as p:
-                p.delete(worker_key(self.id))
-                p.srem(WORKERS, self.id)
+                p.delete(keys.worker(self.id))
+                p.srem(keys.WORKERS, self.id)
                 p.execute()
         except redis.exceptions.RedisError:
             pass
@@ -201,17 +192,17 @@ class Worker:
         Much sooner than Redis' visibility timeout, which must outlast the longest job.
         """
         for job_id, owner in self.jobs.running():
-            if owner == self.id or (owner and self.r.exists(worker_key(owner))):
+            if owner == self.id or (owner and self.r.exists(keys.worker(owner))):
                 continue
             outcome, token = self.jobs.requeue_lost(job_id, owner or "", self.settings.max_attempts)
-            if outcome == QUEUED_S:
+            if outcome == QUEUED:
                 log.warning("job %s: worker %s lost, queued again", job_id, owner)
-                enqueue(self.celery, job_id, token)
+                self.jobs.send(job_id, token)
             elif outcome == FAILED:
                 log.error("job %s: worker lost %d times, failed", job_id, self.settings.max_attempts)
-        for raw in self.r.smembers(WORKERS):
-            if not self.r.exists(worker_key(raw.decode())):
-                self.r.srem(WORKERS, raw)
+        for raw in self.r.smembers(keys.WORKERS):
+            if not self.r.exists(keys.worker(raw.decode())):
+                self.r.srem(keys.WORKERS, raw)
 
     @property
     def stranded_after_s(self) -> float:
@@ -236,7 +227,7 @@ class Worker:
         for job_id in self.jobs.dispatched_before(cutoff):
             outcome, token = self.jobs.redispatch(job_id, cutoff)
             if outcome == "ok":
-                enqueue(self.celery, job_id, token)
+                self.jobs.send(job_id, token)
                 sent += 1
                 log.warning("job %s: queued for over %.0f s and no message of it reached this idle worker; "
                             "dispatched again", job_id, grace)
@@ -271,9 +262,6 @@ class Worker:
             self.heartbeat()
 
     def _run(self, job_id: str) -> str:
-        if TEST_FAULTS and self.r.exists(TEST_CRASH + job_id):
-            log.error("job %s: DREAMQ_TEST_FAULTS crash: killing this worker", job_id)
-            os.kill(os.getpid(), signal.SIGKILL)
         job = self.jobs.get(job_id)
         started = time.monotonic()
 
@@ -283,71 +271,56 @@ class Worker:
             log.warning("job %s failed: %s: %s%s", job_id, code, message, f" ({detail})" if detail else "")
             return FAILED
 
+        kind = get_kind(job.kind)
+        if kind is None:
+            return fail("invalid_params", f"this worker does not run jobs of kind {job.kind!r}")
         try:
-            params = DreamParams.model_validate(job.params)
+            params = kind.params.model_validate(job.params)
         except ValueError as exc:
             return fail("invalid_params", "the job's parameters are invalid", exc)
-        from .device import resolve_precision
+        precision = getattr(params, "precision", None)
+        if precision is not None:
+            from .device import resolve_precision
 
-        precision, warning = resolve_precision(params.precision, self.bf16)
-        params = params.model_copy(update={"precision": precision})
-        if warning and warning not in job.warnings:  # a second attempt does not repeat it
-            self.jobs.update(job_id, self.id, warnings=[*job.warnings, warning])
-        dreamer = self.dreamers.get(params.model)
-        if dreamer is None:
+            precision, warning = resolve_precision(precision, self.bf16)
+            params = params.model_copy(update={"precision": precision})
+            if warning and warning not in job.warnings:  # a second attempt does not repeat it
+                self.jobs.update(job_id, self.id, warnings=[*job.warnings, warning])
+        engine = self.dreamers.get(params.model)
+        if engine is None:
             why = self.unavailable.get(params.model, f"this worker does not load {params.model}")
             return fail("model_unavailable", f"model {params.model} is unavailable: {why}")
-        try:
-            data = self.store.get(job_id, INPUT)
-            if data is None:
-                return fail("input_missing", "the uploaded image is no longer in the store")
-            image = decode_image(data)
-        except (StoreError, ImageError) as exc:
-            return fail("input_unreadable", "the uploaded image could not be read back", exc)
 
-        progress = _ProgressWriter(self, job_id, params)
-        last_check = [0.0]
+        files = Files(self.store, job_id, kind.files)
+        stop = _StopCheck(self, job_id, started)
 
-        def should_stop() -> bool:
-            if self.stopping.is_set():
-                raise Stop("shutdown")
-            if time.monotonic() - started > self.settings.job_time_limit_s:
-                raise Stop("timeout")
-            # One HGET per step: cheap next to a gradient step.
-            now = time.monotonic()
-            if now - last_check[0] >= 0.05:
-                last_check[0] = now
-                status, flag, owner = self.r.hmget(f"dreamq:job:{job_id}", "status", "cancel_requested", "worker")
-                if flag == b"1":
-                    raise Stop("canceled")
-                if status != b"running" or (owner or b"").decode() != self.id:
-                    raise Stop("lost")
-            return False
-
-        def on_preview(octave: int, rgb) -> None:
-            url = self.store.put(job_id, PREVIEW, encode_png(rgb))
+        def preview(rgb) -> None:
+            url = files.put("preview", encode_png(rgb))
             self.jobs.update(job_id, self.id, preview_url=url)
 
+        ctx = Context(job=job, params=params, engine=engine, files=files,
+                      progress=_ProgressWriter(self, job_id), preview=preview, should_stop=stop,
+                      record=lambda **fields: self.jobs.update(job_id, self.id, **fields))
         from .dream import Canceled
 
         try:
-            t_dream = time.monotonic()
-            result = dreamer.dream(image, params, on_progress=progress, on_preview=on_preview,
-                                   should_cancel=should_stop)
-            dream_s = time.monotonic() - t_dream
-            url = self.store.put(job_id, RESULT, encode_png(result))
-        except Stop as stop:
-            return self._stopped(job_id, stop.reason)
+            outcome = kind.run(ctx)
         except Canceled:
-            return self._stopped(job_id, "canceled")
+            return self._stopped(job_id, stop.reason or "canceled")
+        except JobFailed as exc:
+            return fail(exc.code, exc.message, exc.detail)
         except StoreError as exc:
             return fail("store_error", f"the image store failed (job {job_id}; details in the worker log)", exc)
         except Exception as exc:  # a bug or a device error: fail the job, keep the worker
+            if stop.reason:  # a callback failed because the job was being stopped: stopping wins
+                return self._stopped(job_id, stop.reason)
             log.exception("job %s crashed", job_id)
             return fail("internal_error", f"internal error (job {job_id}; details in the worker log)",
                         f"{type(exc).__name__}: {exc}")
-        progress.flush()
-        self.jobs.finish(job_id, self.id, SUCCEEDED, result_url=url, dream_s=round(dream_s, 4), precision=precision)
+        ctx.progress.flush()
+        if precision is not None:
+            outcome.setdefault("precision", precision)
+        self.jobs.finish(job_id, self.id, SUCCEEDED, **outcome)
         log.info("job %s succeeded in %.2fs", job_id, time.monotonic() - started)
         return SUCCEEDED
 
@@ -363,28 +336,56 @@ class Worker:
         if reason == "shutdown":
             # Give the job back to the queue: it starts over on the next worker.
             outcome, token = self.jobs.requeue_lost(job_id, self.id, self.settings.max_attempts + 1)
-            if outcome == QUEUED_S:
-                enqueue(self.celery, job_id, token)
+            if outcome == QUEUED:
+                self.jobs.send(job_id, token)
             return f"requeued:{outcome}"
         return "lost"  # someone else owns it now
 
 
-class _ProgressWriter:
-    """Writes progress to the job record at most every ``progress_interval_s``."""
+class _StopCheck:
+    """The handler's ``should_stop``: True (and why, in ``reason``) once the job must stop."""
 
-    def __init__(self, worker: Worker, job_id: str, params: DreamParams):
+    def __init__(self, worker: Worker, job_id: str, started: float):
+        self.worker, self.job_id, self.started = worker, job_id, started
+        self.reason: str | None = None  # "shutdown" | "timeout" | "canceled" | "lost"
+        self.last_check = 0.0
+
+    def __call__(self) -> bool:
+        self.reason = self.reason or self._why()
+        return self.reason is not None
+
+    def _why(self) -> str | None:
+        worker = self.worker
+        if worker.stopping.is_set():
+            return "shutdown"
+        if time.monotonic() - self.started > worker.settings.job_time_limit_s:
+            return "timeout"
+        # At most one HGET per 50 ms: cheap next to a gradient step.
+        now = time.monotonic()
+        if now - self.last_check < 0.05:
+            return None
+        self.last_check = now
+        status, cancel_requested, owner = worker.jobs.control(self.job_id)
+        if cancel_requested:
+            return "canceled"
+        if status != "running" or owner != worker.id:
+            return "lost"
+        return None
+
+
+class _ProgressWriter:
+    """Writes a handler's progress fields to the job record at most every ``progress_interval_s``
+    (and always when ``final``: the end of an octave or a frame)."""
+
+    def __init__(self, worker: Worker, job_id: str):
         self.worker, self.job_id = worker, job_id
         self.interval = worker.settings.progress_interval_s
         self.last_write = 0.0
         self.pending: dict | None = None
 
-    def __call__(self, p) -> None:
-        fraction = p.fraction
-        eta = p.elapsed_s / fraction * (1 - fraction) if fraction > 0 else None
-        self.pending = {"fraction": round(fraction, 4), "octave": p.octave, "octaves": p.octaves, "step": p.step,
-                        "steps": p.steps, "loss": round(p.loss, 4), "eta_s": None if eta is None else round(eta, 2)}
-        now = time.monotonic()
-        if now - self.last_write >= self.interval or p.step == p.steps - 1:
+    def __call__(self, fields: dict, final: bool = False) -> None:
+        self.pending = fields
+        if final or time.monotonic() - self.last_write >= self.interval:
             self.flush()
 
     def flush(self) -> None:

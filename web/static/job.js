@@ -1,29 +1,72 @@
-// A job's page: polls the API once a second and updates progress, preview and result.
+// A job's page: polls the API once a second and updates progress, preview and result;
+// for a video (kind=zoom) also the frame counter and the latest finished frame.
 (function () {
   "use strict";
   var box = document.getElementById("job");
   if (!box) return;
   var api = box.dataset.api;
+  var video = !!box.dataset.video;
   var $ = function (id) { return document.getElementById(id); };
   var lastPreview = null;
+  var lastFrame = null;
   var WORDS = {
     canceled: "The job was canceled.",
     timeout: "The dream took longer than the time limit.",
     worker_lost: "The workers running this job kept disappearing.",
   };
 
+  // Frames done: the server links the latest finished frame, /jobs/<id>/frames/<n>.
+  function framesDone(job) {
+    var link = job.links.frame;
+    if (!link) return 0;
+    return parseInt(link.slice(link.lastIndexOf("/") + 1), 10) + 1;
+  }
+
   function detail(job) {
     var p = job.progress, parts = [];
     if (job.status === "queued" && job.queue_position) parts.push("waiting: number " + job.queue_position + " in the queue");
+    if (job.status === "running" && video && p.frames) {
+      parts.push("frame " + Math.min(framesDone(job) + 1, p.frames) + "/" + p.frames);
+    }
     if (p.octave !== null && p.octave !== undefined && job.status === "running") {
       parts.push("octave " + (p.octave + 1) + "/" + p.octaves + ", step " + ((p.step || 0) + 1) + "/" + p.steps);
-      if (p.loss !== null) parts.push("loss " + p.loss.toFixed(2));
-      if (p.eta_s) parts.push("about " + Math.round(p.eta_s) + " s left");
+      if (p.loss !== null && p.loss !== undefined) parts.push("loss " + p.loss.toFixed(2));
     }
+    if (job.status === "running" && p.eta_s) parts.push("about " + Math.round(p.eta_s) + " s left");
     if (job.status === "succeeded" && job.metrics.run_s) {
       parts.push("done in " + job.metrics.run_s.toFixed(1) + " s" + (job.metrics.precision ? " (" + job.metrics.precision + ")" : ""));
     }
     return parts.join(", ");
+  }
+
+  function frameLinks(done) {
+    var nav = $("frame-links");
+    if (!nav || nav.dataset.shown === String(done)) return;
+    nav.dataset.shown = String(done);
+    var items = [document.createTextNode("Finished frames: ")];
+    for (var n = 0; n < done; n++) {
+      var a = document.createElement("a");
+      a.href = api + "/frames/" + n;
+      a.textContent = String(n);
+      items.push(a, document.createTextNode(" "));
+    }
+    nav.replaceChildren.apply(nav, items);
+    nav.hidden = done === 0;
+  }
+
+  function renderFrames(job, finished) {
+    var done = framesDone(job);
+    $("frames-done").textContent = String(done);
+    if (job.progress.frames) $("frames-total").textContent = String(job.progress.frames);
+    if (job.links.frame && job.links.frame !== lastFrame && job.status !== "succeeded") {
+      lastFrame = job.links.frame;
+      $("frame").src = job.links.frame;
+      $("frame-caption").textContent = "Frame " + (done - 1) + ", the latest finished";
+      $("frame-box").hidden = false;
+    }
+    // A video that ended without its result (canceled, failed) keeps what it made: its frames.
+    if (finished && job.status !== "succeeded") frameLinks(done);
+    if (job.status === "succeeded") $("frame-box").hidden = true;
   }
 
   function render(job) {
@@ -51,13 +94,16 @@
       $("error").textContent = WORDS.canceled;
       $("error").hidden = false;
     }
-    var version = job.progress.octave + ":" + job.status;
+    if (video) renderFrames(job, finished);
+    var version = job.progress.frame + ":" + job.progress.octave + ":" + job.status;
     if (job.links.preview && job.status !== "succeeded" && version !== lastPreview) {
       lastPreview = version;
       $("preview").src = job.links.preview + "?v=" + encodeURIComponent(version);
       $("preview-box").hidden = false;
     }
+    if (finished && job.status !== "succeeded" && video) $("preview-box").hidden = true;  // frames say more
     if (job.status === "succeeded" && job.links.result) {
+      // <video> or <img>: either loads from src (a video by byte ranges, as it plays).
       if (!$("result").getAttribute("src")) $("result").src = job.links.result;
       $("result-box").hidden = false;
       $("preview-box").hidden = true;

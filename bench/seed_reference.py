@@ -85,7 +85,7 @@ def run_seed(rgb_uint8, weights_path, layer_settings=SEED_LAYERS, step=0.01, num
 
 if __name__ == "__main__":
     # As the example runs: a fresh process that imports, builds, dreams and saves.
-    #   python -m tests.seed_reference INPUT WEIGHTS OUTPUT.png
+    #   python -m bench.seed_reference INPUT WEIGHTS OUTPUT.png
     import sys
 
     from PIL import Image

@@ -1,0 +1,468 @@
+"""The job lifecycle: submitting a job, and every change of its state, each in one place.
+
+Every state change is one Lua script on the job record (shared/job.py), so the web
+and a worker can never overwrite each other (e.g. a cancel racing completion), and a
+stale or duplicate delivery can never run a job.  A running job whose worker is lost
+goes back to queued with a new dispatch token, until ``max_attempts`` starts, then
+fails with ``worker_lost``.
+
+Hook points: the signals below are sent by the process that made the change, after
+it is in Redis (blinker, as Flask's own signals).  Metrics subscribe now
+(shared/stats.py); webhooks and the result cache are next.
+
+    job_submitted(jobs, job=Job)             the record is written and its message sent
+    job_started(jobs, job_id=str, worker=str)
+    job_progress(jobs, job_id=str, progress=dict)
+    job_finished(jobs, job_id=str, status=str)   succeeded, failed or canceled, however it ended
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any, Callable
+
+import redis
+from blinker import Namespace
+
+from . import keys
+from .job import CANCELED, FAILED, FINISHED, JSON_FIELDS, QUEUED, Job, is_job_id
+from .kinds import DEFAULT_KIND, get_kind
+
+log = logging.getLogger(__name__)
+
+signals = Namespace()
+job_submitted = signals.signal("job-submitted")
+job_started = signals.signal("job-started")
+job_progress = signals.signal("job-progress")
+job_finished = signals.signal("job-finished")
+
+
+class SubmitRefused(Exception):
+    """A submission that the caps or the broker refused; nothing of it was kept."""
+
+    def __init__(self, reason: str, detail: object = None):
+        self.reason, self.detail = reason, detail  # queue_full | client_full | not_queued
+        super().__init__(reason)
+
+
+# -- atomic transitions --------------------------------------------------------
+# KEYS[1] = job hash.  _START, _FINISH and _UPDATE_RUNNING return "ok" when they acted, else
+# the status they saw ("missing": no record).  _CANCEL returns "ok" when it canceled a queued
+# job, else the status it saw (a running job gets cancel_requested).  _REQUEUE returns
+# "queued" or "failed" (what it made of the job), else the status it saw.
+
+_START = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return 'missing' end
+if s ~= 'queued' or redis.call('HGET', KEYS[1], 'dispatch') ~= ARGV[1] then return s end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'started_at', ARGV[3],
+           'progress', '{}', 'cancel_requested', '')
+redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 'ok'
+"""
+
+_FINISH = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return 'missing' end
+if s ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return s end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 'ok'
+"""
+
+_UPDATE_RUNNING = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if s ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return s or 'missing' end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 'ok'
+"""
+
+_CANCEL = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return 'missing' end
+if s == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[1],
+             'error', '{"code": "canceled", "message": "canceled before it started"}')
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return 'ok'
+end
+if s == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
+return s
+"""
+
+# A canceled queued job's Celery message would only be skipped by a worker, but while it
+# waits, the broker list counts one job more than will run (and an autoscaler reading it
+# would start a worker for nothing).  KEYS[1] = the Celery list (kombu LPUSHes the JSON
+# envelope there); ARGV[1] = job id, ARGV[2] = task name.  A message matches when its task
+# is ours and its args/kwargs repr names the job: the body itself is base64.  LREM of the
+# exact message is safe: one a worker already took is simply no longer there.
+_DROP_MESSAGES = """
+local removed = 0
+for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if string.find(raw, ARGV[1], 1, true) then
+    local ok, msg = pcall(cjson.decode, raw)
+    local h = ok and type(msg) == 'table' and msg.headers
+    if type(h) == 'table' and h.task == ARGV[2] then
+      local a, k = h.argsrepr, h.kwargsrepr
+      if (type(a) == 'string' and string.find(a, ARGV[1], 1, true))
+          or (type(k) == 'string' and string.find(k, ARGV[1], 1, true)) then
+        removed = removed + redis.call('LREM', KEYS[1], 1, raw)
+      end
+    end
+  end
+end
+return removed
+"""
+
+_REQUEUE = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then redis.call('ZREM', KEYS[3], ARGV[5]) return 'missing' end
+if s ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return s end
+redis.call('ZREM', KEYS[3], ARGV[5])
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+if attempts >= tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[3], 'error', ARGV[6])
+  return 'failed'
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'dispatch', ARGV[2], 'worker', '', 'enqueued_at', ARGV[3],
+           'progress', '{}')
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
+return 'queued'
+"""
+
+# A queued job whose broker message is gone gets a new dispatch token, so that a new message
+# can run it (worker/worker.py says when).  Only while it is still queued with the token the
+# caller saw, and only when its current message was sent before the cutoff (its QUEUED score):
+# of two workers deciding at once, one acts; a job that just started or was just dispatched
+# again is left alone.  The score becomes now; ``enqueued_at`` stays, so ``queue_s`` counts the
+# whole wait.  KEYS: job hash, QUEUED.  ARGV: token seen, new token, now, job id, cutoff.
+_REDISPATCH = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then redis.call('ZREM', KEYS[2], ARGV[4]) return 'missing' end
+if s ~= 'queued' or redis.call('HGET', KEYS[1], 'dispatch') ~= ARGV[1] then return s end
+local sent = redis.call('ZSCORE', KEYS[2], ARGV[4])
+if sent and tonumber(sent) > tonumber(ARGV[5]) then return 'recent' end
+redis.call('HSET', KEYS[1], 'dispatch', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return 'ok'
+"""
+
+
+# KEYS: job hash, JOBS, QUEUED, the client's set of queued ids.  ARGV: max queued (0: no cap),
+# ttl, id, created_at, enqueued_at, max queued for this client (0: no cap), then field/value pairs.
+# The client set is pruned here of ids no longer queued (started, canceled, expired), so the
+# scripts that move jobs need not know about clients.  1: saved; 0: queue full; -1: client full.
+_SAVE_NEW = """
+if tonumber(ARGV[1]) > 0 and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[1]) then return 0 end
+local per_client = tonumber(ARGV[6])
+if per_client > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+    if not redis.call('ZSCORE', KEYS[3], id) then redis.call('ZREM', KEYS[4], id) end
+  end
+  if redis.call('ZCARD', KEYS[4]) >= per_client then return -1 end
+end
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+if per_client > 0 then
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[3])
+  redis.call('EXPIRE', KEYS[4], ARGV[2])
+end
+return 1
+"""
+
+
+class Jobs:
+    """The lifecycle of jobs over one Redis connection: submit, then each transition.
+
+    ``store``: the job files (submit writes the input; a cancel deletes it).  ``celery``:
+    the app that sends messages (submit, requeue, re-dispatch).
+    """
+
+    def __init__(self, client: redis.Redis, ttl_s: int = 7 * 24 * 3600, store=None, celery=None):
+        self.r = client
+        self.ttl_s = ttl_s
+        self.store = store
+        self.celery = celery
+        self._start = client.register_script(_START)
+        self._finish = client.register_script(_FINISH)
+        self._update = client.register_script(_UPDATE_RUNNING)
+        self._cancel = client.register_script(_CANCEL)
+        self._drop_messages = client.register_script(_DROP_MESSAGES)
+        self._requeue = client.register_script(_REQUEUE)
+        self._redispatch = client.register_script(_REDISPATCH)
+        self._save_new = client.register_script(_SAVE_NEW)
+
+    # -- submitting --------------------------------------------------------------
+
+    def submit(self, params, input_png: bytes, *, kind: str = DEFAULT_KIND, owner: str | None = None,
+               client: str | None = None, warnings: list[str] | None = None, max_queued: int = 0,
+               max_per_client: int = 0, files: dict[str, bytes] | None = None,
+               before_enqueue: Callable[[str], None] | None = None) -> Job:
+        """Queue a job: validate its parameters, store its input, write its record, send its message.
+
+        ``params``: the kind's parameters (a model instance, or raw values to validate:
+        ParamsError names each bad field).  ``input_png``: the input image, already decoded
+        and normalised by the caller (the web does it off its event loop, under its decode
+        limits).  ``files``: more input files by role (e.g. ``guide``), stored beside it.  Raises SubmitRefused (``queue_full``, ``client_full``, ``not_queued``) with
+        nothing kept.  ``before_enqueue(job_id)``: called between the record and the message
+        (tests use it to lose the message on purpose).
+        """
+        spec = get_kind(kind)
+        if spec is None:
+            from .params import ParamsError
+
+            raise ParamsError({"kind": f"unknown kind {kind!r}"})
+        if not isinstance(params, spec.params):
+            params = spec.parse(dict(params))
+        job = self.new(params.model_dump(), kind=spec.name, warnings=warnings, owner=owner)
+        job.input_url = self.store.put(job.id, spec.file("input"), input_png)
+        for role, data in (files or {}).items():
+            self.store.put(job.id, spec.file(role), data)  # KeyError: a role the kind does not declare
+        outcome = self.try_save_new(job, max_queued=max_queued, client=client, max_per_client=max_per_client)
+        if outcome != "ok":  # lost the race for the last slots
+            self.store.delete(job.id)
+            raise SubmitRefused(outcome)
+        if before_enqueue is not None:
+            before_enqueue(job.id)
+        try:
+            self.send(job.id, job.dispatch)
+        except Exception as exc:  # redis, kombu, OSError: no message, no worker would ever take it
+            self.forget(job.id)  # undo the record rather than leave it queued forever
+            self.store.delete(job.id)
+            raise SubmitRefused("not_queued", exc) from exc
+        job_submitted.send(self, job=job)
+        return job
+
+    def send(self, job_id: str, dispatch: str) -> None:
+        """Send the message that runs ``job_id`` with this dispatch token."""
+        from .queue import enqueue  # here: shared.queue imports Celery, which the record does not need
+
+        enqueue(self.celery, job_id, dispatch)
+
+    def new(self, params: dict[str, Any], job_id: str | None = None, warnings: list[str] | None = None,
+            kind: str = DEFAULT_KIND, owner: str | None = None) -> Job:
+        """A queued job record, not yet saved (``try_save_new``)."""
+        now = time.time()
+        return Job(id=job_id or str(uuid.uuid4()), status=QUEUED, params=params, created_at=now, kind=kind,
+                   enqueued_at=now, dispatch=uuid.uuid4().hex, warnings=list(warnings or []), owner=owner)
+
+    create = new  # the name the tests and benches know
+
+    def save_new(self, job: Job, max_queued: int = 0, client: str | None = None, max_per_client: int = 0) -> bool:
+        """Write a new queued job record and its index entries atomically; see ``try_save_new``."""
+        return self.try_save_new(job, max_queued, client, max_per_client) == "ok"
+
+    def try_save_new(self, job: Job, max_queued: int = 0, client: str | None = None,
+                     max_per_client: int = 0) -> str:
+        """Write a new queued job record and its index entries atomically: ``ok``, else nothing
+        written and ``queue_full`` or ``client_full``.
+
+        With ``max_queued``, only while fewer jobs are queued; with ``client`` and
+        ``max_per_client``, only while that client has fewer queued.  Both are checked in the
+        same script as the write, so concurrent submissions cannot overshoot either cap.
+        """
+        mapping = {"id": job.id, "kind": job.kind, "status": job.status, "params": json.dumps(job.params),
+                   "created_at": job.created_at, "enqueued_at": job.enqueued_at, "attempts": 0,
+                   "dispatch": job.dispatch, "input_url": job.input_url or "", "progress": "{}", "metrics": "{}",
+                   "warnings": json.dumps(job.warnings)}
+        if job.owner:
+            mapping["owner"] = job.owner
+        per_client = max_per_client if client is not None else 0
+        args: list[Any] = [max_queued, self.ttl_s, job.id, job.created_at, job.enqueued_at, per_client]
+        for k, v in mapping.items():
+            args += [k, v]
+        script_keys = [keys.job(job.id), keys.JOBS, keys.QUEUED_JOBS, keys.client_queued(client or "")]
+        return {1: "ok", 0: "queue_full", -1: "client_full"}[int(self._save_new(keys=script_keys, args=args))]
+
+    # -- reading -------------------------------------------------------------------
+
+    def client_queued(self, client: str) -> int:
+        """How many of the client's jobs are still queued (read only: a cheap early answer)."""
+        ids = self.r.zrange(keys.client_queued(client), 0, -1)
+        if not ids:
+            return 0
+        with self.r.pipeline(transaction=False) as p:
+            for i in ids:
+                p.zscore(keys.QUEUED_JOBS, i)
+            return sum(score is not None for score in p.execute())
+
+    def get(self, job_id: str) -> Job | None:
+        if not is_job_id(job_id):
+            return None
+        raw = self.r.hgetall(keys.job(job_id))
+        return Job.from_redis(raw) if raw else None
+
+    def control(self, job_id: str) -> tuple[str | None, bool, str | None]:
+        """(status, cancel requested, worker): what a running job's worker polls between steps."""
+        status, flag, owner = self.r.hmget(keys.job(job_id), "status", "cancel_requested", "worker")
+        return (status.decode() if status else None), flag == b"1", (owner.decode() if owner else None)
+
+    def queue_position(self, job_id: str) -> int | None:
+        rank = self.r.zrank(keys.QUEUED_JOBS, job_id)
+        return None if rank is None else rank + 1
+
+    def queue_depth(self) -> int:
+        return self.r.zcard(keys.QUEUED_JOBS)
+
+    def list(self, limit: int = 20, before: float | None = None) -> list[Job]:
+        """Newest first; ``before`` is the created_at of the last job of the previous page."""
+        hi = f"({before}" if before is not None else "+inf"
+        ids = self.r.zrevrangebyscore(keys.JOBS, hi, "-inf", start=0, num=limit)
+        jobs = []
+        for raw_id in ids:
+            job = self.get(raw_id.decode())
+            if job is None:
+                self.r.zrem(keys.JOBS, raw_id)  # expired record
+            else:
+                jobs.append(job)
+        return jobs
+
+    def count_before(self, created_at: float) -> int:
+        """How many jobs were created before ``created_at`` (is there a next page?)."""
+        return self.r.zcount(keys.JOBS, "-inf", f"({created_at!r}")
+
+    # -- transitions ---------------------------------------------------------------
+    # Each returns what the script saw or did; see the scripts above.
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel: ``canceled`` (it was queued and is now final, or was canceled before),
+        ``running`` (its worker is asked to stop at its next step), ``succeeded`` or ``failed``
+        (too late), or ``missing``.
+
+        A job canceled while queued also loses its Celery message(s), so that the broker
+        list, like ``queue_depth``, counts only jobs that will run, and its stored input.
+        """
+        outcome = self._cancel(keys=[keys.job(job_id), keys.QUEUED_JOBS], args=[time.time(), job_id]).decode()
+        if outcome != "ok":
+            return outcome
+        # This call canceled it: what follows happens once.
+        from .queue import QUEUE, TASK  # here, not at the top: shared.queue imports Celery
+
+        try:
+            self.drop_messages(job_id, QUEUE, TASK)
+        except redis.RedisError as exc:  # the cancel stands; a worker would skip the message anyway
+            log.warning("job %s canceled; its broker message stays: %s", job_id, exc)
+        if self.store is not None:
+            # No worker will read the input now (start needs a queued job): without this,
+            # cancel-and-resubmit would pile up inputs for the whole TTL.
+            try:
+                self.store.delete(job_id)
+            except Exception as exc:  # noqa: BLE001 — the expiry sweep deletes it later
+                log.warning("job %s canceled; its input stays: %s", job_id, exc)
+        self._finished(job_id, CANCELED)
+        return CANCELED
+
+    def drop_messages(self, job_id: str, queue: str, task: str) -> int:
+        """Remove the job's waiting messages from the Celery list ``queue``; returns how many."""
+        return int(self._drop_messages(keys=[queue], args=[job_id, task]))
+
+    def start(self, job_id: str, dispatch: str, worker: str) -> str:
+        """queued -> running, only for the current dispatch token: ``ok``, else the status seen."""
+        outcome = self._start(keys=[keys.job(job_id), keys.QUEUED_JOBS, keys.RUNNING_JOBS],
+                              args=[dispatch, worker, time.time(), job_id]).decode()
+        if outcome == "ok":
+            job_started.send(self, job_id=job_id, worker=worker)
+        return outcome
+
+    def update(self, job_id: str, worker: str, **fields: Any) -> str:
+        """Set fields of a job while ``worker`` runs it: ``ok``, else the status seen."""
+        args: list[Any] = [worker]
+        for k, v in fields.items():
+            args += [k, json.dumps(v) if k in JSON_FIELDS else ("" if v is None else v)]
+        outcome = self._update(keys=[keys.job(job_id)], args=args).decode()
+        if outcome == "ok" and "progress" in fields:
+            job_progress.send(self, job_id=job_id, progress=fields["progress"])
+        return outcome
+
+    def finish(self, job_id: str, worker: str, status: str, error: dict | None = None, **fields: Any) -> str:
+        """running -> succeeded | failed | canceled, only by the worker that runs it."""
+        assert status in FINISHED, status
+        job = self.get(job_id)
+        now = time.time()
+        metrics: dict[str, Any] = {}
+        if job is not None and job.started_at:
+            metrics = {"queue_s": round(job.started_at - (job.enqueued_at or job.created_at), 4),
+                       "run_s": round(now - job.started_at, 4)}
+        if "dream_s" in fields:  # the engine's share of run_s; the rest is the queue's overhead
+            metrics["dream_s"] = fields.pop("dream_s")
+        if "precision" in fields:  # what really ran, which may differ from what was asked
+            metrics["precision"] = fields.pop("precision")
+        metrics.update(fields.pop("metrics", None) or {})  # a kind's own figures (e.g. frames_resumed)
+        args: list[Any] = [worker, job_id, "status", status, "finished_at", now, "metrics", json.dumps(metrics),
+                           "error", json.dumps(error) if error else ""]
+        for k, v in fields.items():
+            args += [k, json.dumps(v) if k in JSON_FIELDS else v]
+        outcome = self._finish(keys=[keys.job(job_id), keys.RUNNING_JOBS], args=args).decode()
+        if outcome == "ok":
+            self.r.expire(keys.job(job_id), self.ttl_s)
+            self._finished(job_id, status)
+        return outcome
+
+    def requeue_lost(self, job_id: str, worker: str, max_attempts: int) -> tuple[str, str]:
+        """Put a running job whose worker died (or stops) back in the queue; returns (outcome,
+        new dispatch token).  ``queued``: send the token; ``failed``: it had ``max_attempts``."""
+        token = uuid.uuid4().hex
+        error = json.dumps({"code": "worker_lost",
+                            "message": f"the worker running this job was lost {max_attempts} times; giving up"})
+        outcome = self._requeue(keys=[keys.job(job_id), keys.QUEUED_JOBS, keys.RUNNING_JOBS],
+                                args=[worker, token, time.time(), max_attempts, job_id, error]).decode()
+        if outcome == FAILED:
+            self._finished(job_id, FAILED)
+        return outcome, token
+
+    def redispatch(self, job_id: str, cutoff: float) -> tuple[str, str]:
+        """Give a queued job sent before ``cutoff`` a new dispatch token; returns (outcome, token).
+
+        ``ok``: enqueue the token now (a message of the old one is skipped by the worker
+        that gets it); ``recent``: dispatched after the cutoff; else the job's status.
+        """
+        seen = self.r.hget(keys.job(job_id), "dispatch")
+        token = uuid.uuid4().hex
+        outcome = self._redispatch(keys=[keys.job(job_id), keys.QUEUED_JOBS],
+                                   args=[seen or b"", token, time.time(), job_id, cutoff]).decode()
+        return outcome, token
+
+    def _finished(self, job_id: str, status: str) -> None:
+        # Subscribers must not undo a transition that is already in Redis: log and go on.
+        for receiver in job_finished.receivers_for(self):
+            try:
+                receiver(self, job_id=job_id, status=status)
+            except Exception:  # noqa: BLE001
+                log.exception("job %s: a job_finished subscriber failed", job_id)
+
+    # -- housekeeping ----------------------------------------------------------------
+
+    def running(self) -> list[tuple[str, str | None]]:
+        """(job id, worker) of every job marked running."""
+        out = []
+        for raw_id in self.r.zrange(keys.RUNNING_JOBS, 0, -1):
+            job_id = raw_id.decode()
+            worker = self.r.hget(keys.job(job_id), "worker")
+            out.append((job_id, worker.decode() if worker else None))
+        return out
+
+    def dispatched_before(self, cutoff: float, limit: int = 1000) -> list[str]:
+        """Queued jobs whose current message was sent before ``cutoff`` (a time), oldest first."""
+        return [i.decode() for i in self.r.zrangebyscore(keys.QUEUED_JOBS, "-inf", cutoff, start=0, num=limit)]
+
+    def queued_ids(self) -> list[str]:
+        return [i.decode() for i in self.r.zrange(keys.QUEUED_JOBS, 0, -1)]
+
+    def expired(self, now: float | None = None) -> list[str]:
+        """Ids past their TTL (to delete their files): the record itself expires in Redis."""
+        cutoff = (now or time.time()) - self.ttl_s
+        return [i.decode() for i in self.r.zrangebyscore(keys.JOBS, "-inf", cutoff)]
+
+    def forget(self, job_id: str) -> None:
+        with self.r.pipeline() as p:
+            p.delete(keys.job(job_id))
+            p.zrem(keys.JOBS, job_id)
+            p.zrem(keys.QUEUED_JOBS, job_id)
+            p.zrem(keys.RUNNING_JOBS, job_id)
+            p.execute()

@@ -1,0 +1,48 @@
+"""Every Redis key dreamq writes, named once (as rq's own ``keys`` module does).
+
+The Celery broker's keys (the ``dreamq`` list, ``unacked``...) are kombu's; the
+rate-limit counters are Flask-Limiter's, under ``LIMITS``.
+"""
+from __future__ import annotations
+
+PREFIX = "dreamq"
+
+# Job indexes: sorted sets of job ids.
+JOBS = f"{PREFIX}:jobs"  # id -> created_at (listing, expiry)
+QUEUED_JOBS = f"{PREFIX}:queued"  # id -> when its current message was sent (position, depth, stranded jobs)
+RUNNING_JOBS = f"{PREFIX}:running"  # id -> started_at (lost-worker detection)
+
+# Worker heartbeats: the set of ids, and one expiring JSON record per worker.
+WORKERS = f"{PREFIX}:workers"
+
+# Metrics counters (web/metrics.py reads them; see there).
+STATS = f"{PREFIX}:stats"
+SUBMITTED = f"{STATS}:submitted"  # hash model -> count
+FINISHED_COUNT = f"{STATS}:finished"  # hash "status|model" -> count
+PENDING = f"{STATS}:pending"  # ids submitted and not yet counted as finished
+HIST = {"queue": f"{STATS}:hist:queue", "run": f"{STATS}:hist:run"}
+
+# Flask-Limiter's counters (web/limits.py).
+LIMITS = f"{PREFIX}:limits"
+
+
+def job(job_id: str) -> str:
+    """The job record: a hash (shared/job.py)."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def worker(worker_id: str) -> str:
+    """A worker's heartbeat record (JSON, expires after DREAMQ_HEARTBEAT_TTL_S)."""
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+def client_queued(client: str) -> str:
+    """The ids of one client's queued jobs (the per-client cap)."""
+    return f"{PREFIX}:client:{client}:queued"
+
+
+def idempotency(digest: str, part: str = "job") -> str:
+    """An Idempotency-Key of POST /api/v1/jobs (web/integrations.py), ``digest`` being SHA-256 of the
+    caller's scope and key: ``job`` (JSON: job id and request fingerprint, 24 h) or ``lock`` (while
+    the first request with it is processed, a short TTL)."""
+    return f"{PREFIX}:idempotency:{digest}:{part}"
