@@ -6,9 +6,9 @@ They talk to the HTTP API with `requests`.  Exit codes: 0 ok, 1 the job failed,
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import click
@@ -98,7 +98,9 @@ class Api:
                     time.sleep(1)
                     continue
                 _fail(f"cannot reach {self.server}: {exc.__class__.__name__}", UNREACHABLE)
-            if response.status_code >= 500 and attempt < retries:
+            # 409 with an Idempotency-Key: our own first try is still being processed.
+            in_flight = response.status_code == 409 and "Idempotency-Key" in (kwargs.get("headers") or {})
+            if (response.status_code >= 500 or in_flight) and attempt < retries:
                 time.sleep(1)
                 continue
             break
@@ -228,11 +230,13 @@ def submit(image: Path, server: str, token: str | None, wait: bool, output: Path
     fields = {k: str(v) for k, v in params.items() if v is not None}
     if kind is not None:
         fields["kind"] = kind
-    with contextlib.ExitStack() as stack:
-        files = {"image": (image.name, stack.enter_context(image.open("rb")))}
-        if guide is not None:
-            files["guide"] = (guide.name, stack.enter_context(guide.open("rb")))
-        response = api.call("POST", "/api/v1/jobs", files=files, data=fields)
+    # Read once, so that a retry sends the same bytes; one fresh Idempotency-Key for this
+    # command, reused on its own retries, so a retried submit never makes a second job.
+    files = {"image": (image.name, image.read_bytes())}
+    if guide is not None:
+        files["guide"] = (guide.name, guide.read_bytes())
+    response = api.call("POST", "/api/v1/jobs", files=files, data=fields, retries=3,
+                        headers={"Idempotency-Key": str(uuid.uuid4())})
     job = response.json()
     click.echo(job["id"])
     if wait or output:

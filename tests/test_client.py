@@ -206,3 +206,37 @@ def test_tokens(server, image_file):
     r = dreamq("submit", image_file, "--server", url)
     assert r.exit_code == 2 and "401" in r.stderr
     assert dreamq("submit", image_file, "--server", url, "--token", "t0ken-" + "z" * 32).exit_code == 0
+
+
+def test_a_submit_whose_answer_was_lost_is_retried_with_its_key_and_makes_one_job(clean_redis, redis_url, tmp_path,
+                                                                                 image_file):
+    """The first answer is lost after the server made the job (a 502 from a proxy, say): the CLI
+    retries with the same Idempotency-Key and gets the same job back, not a second one."""
+    app = make_app(redis_url, tmp_path)
+    keys_seen = []
+
+    def lossy(environ, start_response):
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured.update(status=status, headers=headers)
+
+        body = b"".join(app(environ, capture))  # the app does its work in full...
+        if environ["REQUEST_METHOD"] == "POST":
+            keys_seen.append(environ.get("HTTP_IDEMPOTENCY_KEY"))
+            if len(keys_seen) == 1:  # ...and its first answer is lost on the way back
+                start_response("502 Bad Gateway", [("Content-Type", "text/plain")])
+                return [b"lost"]
+        start_response(captured["status"], captured["headers"])
+        return [body]
+
+    httpd = make_server("127.0.0.1", 0, lossy, threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        r = dreamq("submit", image_file, "--server", f"http://127.0.0.1:{httpd.server_port}")
+    finally:
+        httpd.shutdown()
+    assert r.exit_code == 0, r.stderr
+    assert len(keys_seen) == 2 and keys_seen[0] and keys_seen[0] == keys_seen[1]
+    assert clean_redis.zcard(keys.JOBS) == 1
+    assert r.stdout.strip() == clean_redis.zrange(keys.JOBS, 0, -1)[0].decode()

@@ -81,9 +81,9 @@ def test_a_retry_with_the_same_key_returns_the_same_job_and_creates_none(app, cl
     replay = post_job(client, jpeg, headers=idem(key), iterations="5")
     assert replay.status_code == 202 and replay.get_json()["status"] == "canceled"
     assert replay.get_json()["id"] == job["id"]
-    # The key is remembered for 24 h.
+    # The key expires with the job (DREAMQ_JOB_TTL_S, 7 days by default).
     stored = [k for k in clean_redis.keys(f"{keys.PREFIX}:idempotency:*")]
-    assert len(stored) == 1 and 86000 < clean_redis.ttl(stored[0]) <= 24 * 3600
+    assert len(stored) == 1 and 7 * 24 * 3600 - 100 < clean_redis.ttl(stored[0]) <= 7 * 24 * 3600
     assert key.encode() not in stored[0]  # hashed with its scope, never used raw in a key name
 
 
@@ -278,3 +278,34 @@ def test_prefer_parsing(client, jpeg, monkeypatch, prefer, applied):
     assert r.status_code == 202, r.get_json()
     assert r.headers.get("Preference-Applied") == applied
     assert seen == ([int(applied.split("=")[1])] if applied else [])
+
+
+def test_twenty_concurrent_requests_with_one_key_make_one_job(app, clean_redis, jpeg):
+    """Over real HTTP, 20 clients at once with one key: one job; every 202 names it, the others
+    are 409 `idempotency_key_in_use` (the first was still being processed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+    from werkzeug.serving import make_server
+
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_port}/api/v1/jobs"
+    key = str(uuid.uuid4())
+    barrier = threading.Barrier(20)
+
+    def post(_):
+        barrier.wait()
+        return requests.post(url, files={"image": ("p.jpg", jpeg)}, data={"iterations": "5"},
+                             headers={"Idempotency-Key": key}, timeout=60)
+
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(post, range(20)))
+    finally:
+        httpd.shutdown()
+    created = [r.json()["id"] for r in answers if r.status_code == 202]
+    in_use = [r for r in answers if r.status_code == 409]
+    assert created and len(created) + len(in_use) == 20, [r.status_code for r in answers]
+    assert all(r.json()["error"]["code"] == "idempotency_key_in_use" for r in in_use)
+    assert len(set(created)) == 1 and clean_redis.zcard(keys.JOBS) == 1

@@ -2,7 +2,7 @@
 on ``POST /api/v1/jobs``.
 
 Idempotency-Key follows the IETF httpapi draft (draft-ietf-httpapi-idempotency-key-header): the
-first request with a key creates the job and remembers, for 24 h, (the caller's key) -> (job id, the
+first request with a key creates the job and remembers, as long as the job is kept (DREAMQ_JOB_TTL_S), (the caller's key) -> (job id, the
 request's fingerprint).  A retry with the same key and the same request gets the same job, as it is
 now; the same key with another request is 422 ``idempotency_key_reused``; one that arrives while the
 first is still being processed is 409 ``idempotency_key_in_use``.  A refused request stores nothing,
@@ -39,7 +39,7 @@ from .limits import check_submission, client_key
 from .services import services
 
 HEADER = "Idempotency-Key"
-IDEMPOTENCY_TTL_S = 24 * 3600  # how long a key is remembered (the draft suggests at least 24 h)
+IDEMPOTENCY_TTL_S = 24 * 3600  # the least a key is remembered (as the draft suggests); else as long as its job
 LOCK_TTL_S = 120  # a first request in flight holds its key at most this long (decode waits included)
 MAX_KEY_LENGTH = 255
 KEY_RE = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")  # printable ASCII
@@ -165,7 +165,8 @@ def submit_once(key: str, submit: Callable[[], Job]) -> tuple[Job, bool]:
                 return job, True
         job = submit()  # refused (4xx/5xx): nothing is stored, the key stays free
         record = {"job": job.id, "fingerprint": fingerprint(), "created_at": time.time()}
-        r.set(record_key, json.dumps(record), ex=IDEMPOTENCY_TTL_S)
+        # Kept as long as the job (and at least the draft's 24 h): the key expires with the job.
+        r.set(record_key, json.dumps(record), ex=max(IDEMPOTENCY_TTL_S, svc.settings.job_ttl_s))
         return job, False
     finally:
         try:

@@ -211,6 +211,10 @@ SUBMIT_FORM = {
         "kind": {"type": "string", "enum": list(KINDS), "default": DEFAULT_KIND, "description": _kind_words()},
         **_dream_form_fields(),
         **_kind_form_fields(),
+        "cache": {"type": "string", "enum": ["true", "false"], "default": "true",
+                  "description": "Not a parameter: `false` always runs the job. By default a job identical to a "
+                                 "finished one still kept (same kind, parameters, input files and model weights) "
+                                 "is answered at once from its result: `succeeded`, `metrics.cached` true."},
     },
 }
 if not any("guide" in k.files for k in KINDS.values()):  # until a kind takes one
@@ -298,7 +302,11 @@ SCHEMAS = {
                          "description": "What ran differently from what was asked, and why."},
             "metrics": {"type": "object", "properties": {
                 "queue_s": NUM, "run_s": NUM, "dream_s": NUM | {"description": "The engine's share of run_s."},
-                "precision": {"type": "string", "description": "The precision that really ran."}}},
+                "precision": {"type": "string", "description": "The precision that really ran."},
+                "cached": {"type": "boolean", "description": "true: answered from the result cache, no worker "
+                           "ran it (run_s 0); absent otherwise."},
+                "cached_from": {"type": "string", "format": "uuid",
+                                "description": "With cached: the job whose result was copied."}}},
             "links": {"type": "object", "description": "result and preview are null until they exist.",
                       "properties": {"self": {"type": "string"}, "result": URL, "preview": URL,
                                      "cancel": {"type": "string"}, "events": {"type": "string"},
@@ -346,7 +354,7 @@ SUBMIT_HEADERS = [
      "description": "Makes the submit safe to retry (IETF httpapi idempotency-key draft): the first request with "
                     "a key creates the job; a retry with the same key and the same request (the same fields and "
                     "file bytes; the multipart boundary and filenames do not count) answers with that job as it is "
-                    "now, with `Idempotent-Replayed: true`, and creates none. Keys are remembered for 24 hours, "
+                    "now, with `Idempotent-Replayed: true`, and creates none. Keys are remembered as long as the job (at least 24 hours), "
                     "per token (per client address on a server without tokens). The same key with a different "
                     "request: 422 `idempotency_key_reused`; while the first request is still being processed: "
                     "409 `idempotency_key_in_use`. A refused request does not use up its key. 1 to 255 "
