@@ -280,6 +280,25 @@ class Jobs:
         script_keys = [keys.job(job.id), keys.JOBS, keys.QUEUED_JOBS, keys.client_queued(client or "")]
         return {1: "ok", 0: "queue_full", -1: "client_full"}[int(self._save_new(keys=script_keys, args=args))]
 
+    def save_finished(self, job: Job) -> None:
+        """Write a job that is born finished (a result-cache hit, shared/cache.py): its record with
+        the job TTL and its listing entry, in one transaction.  No queue, no message, no caps; the
+        caller stores its files first and sends the signals after."""
+        mapping = {"id": job.id, "kind": job.kind, "status": job.status, "params": json.dumps(job.params),
+                   "created_at": job.created_at, "enqueued_at": job.enqueued_at or job.created_at,
+                   "started_at": job.started_at or job.created_at, "finished_at": job.finished_at or job.created_at,
+                   "attempts": job.attempts, "dispatch": job.dispatch or "", "input_url": job.input_url or "",
+                   "result_url": job.result_url or "", "preview_url": job.preview_url or "",
+                   "progress": json.dumps(job.progress), "metrics": json.dumps(job.metrics),
+                   "warnings": json.dumps(job.warnings), "error": ""}
+        if job.owner:
+            mapping["owner"] = job.owner
+        with self.r.pipeline() as p:
+            p.hset(keys.job(job.id), mapping=mapping)
+            p.expire(keys.job(job.id), self.ttl_s)
+            p.zadd(keys.JOBS, {job.id: job.created_at})
+            p.execute()
+
     # -- reading -------------------------------------------------------------------
 
     def client_queued(self, client: str) -> int:

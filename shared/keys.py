@@ -46,3 +46,16 @@ def idempotency(digest: str, part: str = "job") -> str:
     caller's scope and key: ``job`` (JSON: job id and request fingerprint, 24 h) or ``lock`` (while
     the first request with it is processed, a short TTL)."""
     return f"{PREFIX}:idempotency:{digest}:{part}"
+
+
+def result_cache(digest: str) -> str:
+    """A result-cache entry (shared/cache.py): the id of a succeeded job whose result answers every job
+    with this cache key (``digest``: SHA-256 of kind, parameters, input files and the engine's identity).
+    Expires with the job TTL."""
+    return f"{PREFIX}:cache:{digest}"
+
+
+def job_cache_key(job_id: str) -> str:
+    """The cache key of a queued job, written at submit (JSON: key and engine identity), so that a worker
+    that finishes it can record the cache entry.  Expires with the job TTL."""
+    return f"{PREFIX}:cachekey:{job_id}"

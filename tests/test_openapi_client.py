@@ -102,7 +102,7 @@ def test_the_document_types_what_generators_read():
     assert form["properties"]["image"]["type"] == "string" and form["properties"]["image"]["format"] == "binary"
     # The photo, an optional guide, the kind, and every field of every kind's parameters.
     kind_fields = {name for kind in KINDS.values() for name in kind.params.model_fields}
-    assert set(form["properties"]) == {"image", "guide", "kind", *kind_fields}
+    assert set(form["properties"]) == {"image", "guide", "kind", "cache", *kind_fields}
     assert form["properties"]["kind"]["enum"] == list(KINDS)
     params = SPEC["components"]["schemas"]["Params"]["properties"]
     assert params["model"]["enum"] == form["properties"]["model"]["enum"] == list(MODELS)

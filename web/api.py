@@ -20,12 +20,14 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestedRangeNotSatisfiable, RequestEntityTooLarge
 from werkzeug.wsgi import FileWrapper
 
+from shared import cache as result_cache
 from shared.images import ImageError, check_size, declared_pixels, decode_image, encode_png
 from shared.job import QUEUED, SUCCEEDED, Job
 from shared.jobs import SubmitRefused
 from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import DEFAULT_MODEL, MODELS
 from shared.params import DreamParams, ParamsError
+from shared.store import StoreError
 from shared.workers import live_workers, model_status, ready_workers
 
 from .auth import authenticate, bearer_token, can_see, owner_filter, request_owner
@@ -218,6 +220,13 @@ def submit_from_request() -> Job:
             fields.setdefault(key, "unknown file field; the photo goes in `image` (and a guide image in `guide`)")
     # Blank form fields mean "the default" (an untouched input of the HTML form).
     raw = {k: v for k, v in form.items() if k not in fields and k not in FILE_FIELDS and v.strip() != ""}
+    use_cache = True  # `cache`: a request option, never a dream parameter (shared/cache.py)
+    if "cache" in raw:
+        flag = raw.pop("cache").strip().lower()
+        if flag in ("false", "0", "no", "off"):
+            use_cache = False
+        elif flag not in ("true", "1", "yes", "on"):
+            fields["cache"] = "true or false"
     kind = KINDS.get(raw.pop("kind", DEFAULT_KIND))
     if kind is None:
         fields["kind"] = f"one of {', '.join(KINDS)}"
@@ -286,11 +295,28 @@ def submit_from_request() -> Job:
         except ParamsError as exc:
             raise ApiError(422, "invalid_params", "invalid request: " + str(exc), exc.fields) from None
 
+    extra = {"guide": guide_png} if guide_png is not None else None
+    cached = None  # (key, identity): the result cache's, when the ready workers agree on the engine
+    if use_cache:
+        try:
+            cached = result_cache.key_for(svc.redis, kind.name, params.model_dump(), png, extra)
+            hit = cached and result_cache.answer(svc.state, cached[0], owner=request_owner(),
+                                                 warnings=[small] if small else [], input_png=png, files=extra)
+        except (redis.RedisError, StoreError) as exc:  # the cache is an optimisation: queue the job instead
+            current_app.logger.warning("result cache unavailable: %s", exc)
+            cached = hit = None
+        if hit:
+            return hit
+
+    def note_key(job_id: str) -> None:  # before the message: the worker that finishes it records the entry
+        if cached:
+            result_cache.remember(svc.redis, job_id, cached[0], cached[1], svc.settings.job_ttl_s)
+
     try:
         job = svc.state.submit(params, png, kind=kind.name, owner=request_owner(), client=client_key(),
                                warnings=[small] if small else [], max_queued=svc.settings.max_queued,
                                max_per_client=svc.settings.max_queued_per_client,
-                               files={"guide": guide_png} if guide_png is not None else None)
+                               files=extra, before_enqueue=note_key)
     except SubmitRefused as exc:
         if exc.reason == "queue_full":
             raise queue_full() from None

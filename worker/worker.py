@@ -47,7 +47,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from shared import keys, stats  # noqa: F401 — stats: job counters subscribe to the lifecycle here too
+from shared import cache, keys, stats  # noqa: F401 — stats, cache: they subscribe to the lifecycle here too
 from shared.images import encode_png
 from shared.job import CANCELED, FAILED, QUEUED, SUCCEEDED
 from shared.jobs import Jobs
@@ -78,6 +78,7 @@ class Worker:
         # never deletes an input on cancel (the web does), it only sends messages again
         self.dreamers: dict[str, Any] = {}
         self.unavailable: dict[str, str] = {}
+        self.fingerprints: dict[str, str] = {}  # model -> SHA-256 of its weights (shared/cache.py)
         self.current_job: str | None = None
         self.bf16 = None  # Bf16Support, detected with the models
         self.ready = False
@@ -138,6 +139,7 @@ class Worker:
                 log.warning("model %s unavailable: %s", name, exc)
                 continue
             self.dreamers[name] = dreamer
+            self.fingerprints[name] = cache.weights_fingerprint(dreamer.model.network.get_weights())
             log.info("model %s ready in %.1fs", name, time.perf_counter() - t0)
         self.ready = True
         self.heartbeat()
@@ -150,7 +152,8 @@ class Worker:
         return {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "device": self.device,
                 "backend": keras.backend.backend(), "models": models, "job": self.current_job,
                 "bf16": self.bf16.as_dict() if self.bf16 else None,
-                "ready": self.ready and not self.stopping.is_set(), "started_at": self.started_at}
+                "ready": self.ready and not self.stopping.is_set(), "started_at": self.started_at,
+                "fingerprints": dict(self.fingerprints)}
 
     # -- heartbeat and lost-worker recovery -----------------------------------
 
