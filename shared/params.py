@@ -6,13 +6,15 @@ worker receives the already-effective values from the job record.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .models import DEFAULT_MODEL, MODELS
 
-__all__ = ["DreamParams", "ParamsError", "parse_params", "parse_layers"]
+__all__ = ["DreamParams", "ParamsError", "parse_params", "parse_layers", "validate"]
+
+M = TypeVar("M", bound=BaseModel)
 
 # Loose upper bounds: they keep one job from holding a worker for hours.
 MAX_OCTAVES = 8
@@ -126,10 +128,10 @@ class DreamParams(BaseModel):
         return self
 
 
-def parse_params(data: dict[str, Any]) -> DreamParams:
-    """Validate raw values (form strings or JSON) and raise ParamsError naming each bad field."""
+def validate(model: type[M], data: dict[str, Any]) -> M:
+    """Validate raw values (form strings or JSON) against ``model``; ParamsError names each bad field."""
     try:
-        return DreamParams.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         fields: dict[str, str] = {}
         for err in exc.errors():
@@ -142,3 +144,8 @@ def parse_params(data: dict[str, Any]) -> DreamParams:
                 msg = "unknown parameter"
             fields.setdefault(name, msg)
         raise ParamsError(fields) from None
+
+
+def parse_params(data: dict[str, Any]) -> DreamParams:
+    """Validate raw values (form strings or JSON) and raise ParamsError naming each bad field."""
+    return validate(DreamParams, data)

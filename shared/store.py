@@ -46,41 +46,28 @@ class Store:
         return f"{self.url}/{job_id}/{name}"
 
     def put(self, job_id: str, name: str, data: bytes) -> str:
+        return self._write(job_id, name, lambda fs, path: fs.pipe_file(path, data))
+
+    def put_file(self, job_id: str, name: str, local_path: str) -> str:
+        """Store the local file ``local_path`` as ``name`` without reading it into memory."""
+        return self._write(job_id, name, lambda fs, path: fs.put_file(local_path, path))
+
+    def _write(self, job_id: str, name: str, write) -> str:
         path = self._path(job_id, name)
         try:
             if self.local:
-                # Write then rename, so a reader never sees half a PNG.
+                # Write then rename, so a reader never sees half a file.
                 self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
                 tmp = f"{path}.{uuid.uuid4().hex}.tmp"
                 try:
-                    self.fs.pipe_file(tmp, data)
+                    write(self.fs, tmp)
                     self.fs.mv(tmp, path)
                 except BaseException:
                     if self.fs.exists(tmp):  # a failed write leaves no half file behind
                         self.fs.rm(tmp)
                     raise
             else:
-                self.fs.pipe_file(path, data)
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"cannot write {name} of job {job_id} to {self.url}: {exc}") from exc
-        return self.url_of(job_id, name)
-
-    def put_file(self, job_id: str, name: str, local_path: str) -> str:
-        """Store the local file ``local_path`` as ``name`` without reading it into memory."""
-        path = self._path(job_id, name)
-        try:
-            if self.local:
-                self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-                tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-                try:
-                    self.fs.put_file(local_path, tmp)
-                    self.fs.mv(tmp, path)
-                except BaseException:
-                    if self.fs.exists(tmp):
-                        self.fs.rm(tmp)
-                    raise
-            else:
-                self.fs.put_file(local_path, path)
+                write(self.fs, path)
         except (OSError, ValueError) as exc:
             raise StoreError(f"cannot write {name} of job {job_id} to {self.url}: {exc}") from exc
         return self.url_of(job_id, name)

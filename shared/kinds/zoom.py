@@ -30,10 +30,10 @@ import time
 from typing import Any, Literal, Mapping
 
 import numpy as np
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..images import ImageError, decode_image, encode_png
-from ..params import MAX_ITERATIONS, MAX_OCTAVES, DreamParams, ParamsError
+from ..params import MAX_ITERATIONS, MAX_OCTAVES, DreamParams, ParamsError, validate
 from ..video import FORMATS, MAX_GIF_FPS, MEDIA_TYPES
 from . import Context, Files, JobFailed, Kind
 
@@ -80,20 +80,7 @@ assert set(ZoomParams.model_fields["format"].annotation.__args__) == set(FORMATS
 
 def parse_zoom(data: dict[str, Any]) -> ZoomParams:
     """Validate raw values (form strings or JSON); ParamsError names each bad field."""
-    try:
-        return ZoomParams.model_validate(data)
-    except ValidationError as exc:  # as shared.params.parse_params
-        fields: dict[str, str] = {}
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["loc"]:
-                name = str(err["loc"][0])
-            else:  # model-level checks put the field name in front of the message
-                name, _, msg = msg.partition(": ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown parameter"
-            fields.setdefault(name, msg)
-        raise ParamsError(fields) from None
+    return validate(ZoomParams, data)
 
 
 def check_work(params: ZoomParams | Mapping[str, Any], height: int, width: int, settings) -> None:
