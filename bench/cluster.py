@@ -85,6 +85,27 @@ class Service:
             self.wait_ready(proc.pid)
         return proc
 
+    def start_webhooks(self, timeout: float = 60, **env):
+        """A `dreamq webhooks` process (the delivery process), once its consumer answers a ping."""
+        import socket
+        import subprocess
+        import sys
+
+        log = open(self.logs / f"webhooks{len(self.procs)}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "dreamq.cli", "webhooks", "--loglevel", "INFO"],
+                                env={**self.env, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        node = f"dreamq-webhooks@{socket.gethostname()}"
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"dreamq webhooks exited: {self.read_logs()}")
+            with self.celery.connection_for_write() as conn:
+                return bool(self.celery.control.ping(destination=[node], timeout=0.5, connection=conn))
+
+        wait_for(answers, timeout, "the webhook delivery process to answer a ping")
+        return proc
+
     def start_workers(self, n: int) -> list:
         """Start ``n`` workers side by side (they load their models in parallel)."""
         procs = [self.start_worker(wait=False) for _ in range(n)]

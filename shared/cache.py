@@ -107,7 +107,7 @@ def remember(client, job_id: str, key: str, identity: str, ttl_s: int) -> None:
 
 
 def answer(jobs: Jobs, key: str, *, owner: str | None, warnings: list[str] | None,
-           input_png: bytes, files: Mapping[str, bytes] | None) -> Job | None:
+           input_png: bytes, files: Mapping[str, bytes] | None, webhook: dict | None = None) -> Job | None:
     """A new succeeded job answered from the entry of ``key``, or None (a miss; a stale entry is deleted)."""
     r, store = jobs.r, jobs.store
     raw = r.get(keys.result_cache(key))
@@ -125,6 +125,7 @@ def answer(jobs: Jobs, key: str, *, owner: str | None, warnings: list[str] | Non
     now = time.time()
     warnings = [*(warnings or []), *(w for w in source.warnings if w not in (warnings or []))]  # + what ran
     job = jobs.new(dict(source.params), kind=kind.name, warnings=warnings, owner=owner)
+    job.webhook = webhook or None  # its `completed` event is sent like a worker's (shared/webhooks.py)
     try:
         job.input_url = store.put(job.id, kind.file("input"), input_png)
         for role, blob in (files or {}).items():

@@ -17,7 +17,7 @@ from .kinds import DEFAULT_KIND, get_kind
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 FINISHED = (SUCCEEDED, FAILED, CANCELED)
-JSON_FIELDS = ("params", "progress", "error", "metrics", "warnings")
+JSON_FIELDS = ("params", "progress", "error", "metrics", "warnings", "webhook", "webhook_delivery")
 
 
 def is_job_id(value: str) -> bool:
@@ -50,6 +50,8 @@ class Job:
     dispatch: str | None = None
     cancel_requested: bool = False
     owner: str | None = None  # a hash of the token that created the job (never the token); None: no tokens set
+    webhook: dict[str, Any] | None = None  # {"url", "events_filter"}: where its events are POSTed (shared/webhooks.py)
+    webhook_delivery: dict[str, Any] = field(default_factory=dict)  # what the deliveries did (shared/delivery.py)
 
     @property
     def finished(self) -> bool:
@@ -91,7 +93,56 @@ class Job:
             "error": self.error, "warnings": self.warnings,
             # queue_s and run_s always (null until known); what else a kind measured, when it did.
             "metrics": {"queue_s": self.metrics.get("queue_s"), "run_s": self.metrics.get("run_s"), **self.metrics},
+            "webhook": self.webhook_json(),
         }
+
+    def webhook_json(self) -> dict[str, Any] | None:
+        """Where the job's events go and every delivery attempt so far; null without a webhook."""
+        if not self.webhook:
+            return None
+        d = self.webhook_delivery or {}
+        return {"url": self.webhook.get("url"), "events_filter": self.webhook.get("events_filter", []),
+                "status": d.get("status", "pending"), "attempts": d.get("attempts", 0),
+                "delivered": d.get("delivered", 0), "last_event": d.get("last_event"),
+                "last_status": d.get("last_status"), "last_error": d.get("last_error"),
+                "last_attempt_at": _iso(d.get("last_attempt_at")),
+                "history": d["history"] if isinstance(d.get("history"), list) else []}  # Lua's cjson writes [] as {}
+
+
+# -- the job as the API shows it: GET /api/v1/jobs/{id}, and the body of its webhooks --
+
+def job_json(job: Job, queue_position: int | None = None) -> dict:
+    data = job.public()
+    data["queue_position"] = queue_position if job.status == QUEUED else None
+    base = f"/api/v1/jobs/{job.id}"
+    # result and preview are null until they exist, so a client knows when to fetch them.
+    data["links"] = {"self": base, "result": f"{base}/result" if job.status == SUCCEEDED else None,
+                     "preview": f"{base}/preview" if job.preview_url else None,
+                     "cancel": f"{base}/cancel", "events": f"{base}/events"}
+    kind = get_kind(job.kind)
+    if has_frames(kind):  # the latest finished frame of a video, null until the first is done
+        done = frames_done(job)
+        data["links"]["frame"] = f"{base}/frames/{done - 1}" if done else None
+    return data
+
+
+def has_frames(kind) -> bool:
+    """Whether jobs of ``kind`` keep numbered frames (kind=zoom)."""
+    return kind is not None and "frame" in kind.files
+
+
+def frames_done(job: Job) -> int:
+    """How many frames of a video job are finished (frames 0 to this - 1), from its progress."""
+    p = job.progress or {}
+    done = p.get("frames_done")
+    if done is None and p.get("frame") is not None:
+        done = p["frame"] + 1  # the index of the last finished frame
+    if job.status == SUCCEEDED:
+        done = job.params.get("frames", done)
+    try:
+        return max(0, int(done or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _iso(ts: float | None) -> str | None:

@@ -7,12 +7,13 @@ goes back to queued with a new dispatch token, until ``max_attempts`` starts, th
 fails with ``worker_lost``.
 
 Hook points: the signals below are sent by the process that made the change, after
-it is in Redis (blinker, as Flask's own signals).  Metrics subscribe now
-(shared/stats.py); webhooks and the result cache are next.
+it is in Redis (blinker, as Flask's own signals).  Metrics (shared/stats.py), the
+result cache (shared/cache.py) and webhooks (shared/webhooks.py) subscribe.
 
     job_submitted(jobs, job=Job)             the record is written and its message sent
     job_started(jobs, job_id=str, worker=str)
     job_progress(jobs, job_id=str, progress=dict)
+    job_output(jobs, job_id=str)             a new preview (or video frame) is stored
     job_finished(jobs, job_id=str, status=str)   succeeded, failed or canceled, however it ended
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ signals = Namespace()
 job_submitted = signals.signal("job-submitted")
 job_started = signals.signal("job-started")
 job_progress = signals.signal("job-progress")
+job_output = signals.signal("job-output")
 job_finished = signals.signal("job-finished")
 
 
@@ -202,14 +204,15 @@ class Jobs:
 
     def submit(self, params, input_png: bytes, *, kind: str = DEFAULT_KIND, owner: str | None = None,
                client: str | None = None, warnings: list[str] | None = None, max_queued: int = 0,
-               max_per_client: int = 0, files: dict[str, bytes] | None = None,
+               max_per_client: int = 0, files: dict[str, bytes] | None = None, webhook: dict | None = None,
                before_enqueue: Callable[[str], None] | None = None) -> Job:
         """Queue a job: validate its parameters, store its input, write its record, send its message.
 
         ``params``: the kind's parameters (a model instance, or raw values to validate:
         ParamsError names each bad field).  ``input_png``: the input image, already decoded
         and normalised by the caller (the web does it off its event loop, under its decode
-        limits).  ``files``: more input files by role (e.g. ``guide``), stored beside it.  Raises SubmitRefused (``queue_full``, ``client_full``, ``not_queued``) with
+        limits).  ``files``: more input files by role (e.g. ``guide``), stored beside it.
+        ``webhook``: ``{"url", "events_filter"}``, already checked (shared/webhooks.py).  Raises SubmitRefused (``queue_full``, ``client_full``, ``not_queued``) with
         nothing kept.  ``before_enqueue(job_id)``: called between the record and the message
         (tests use it to lose the message on purpose).
         """
@@ -221,6 +224,7 @@ class Jobs:
         if not isinstance(params, spec.params):
             params = spec.parse(dict(params))
         job = self.new(params.model_dump(), kind=spec.name, warnings=warnings, owner=owner)
+        job.webhook = webhook or None
         job.input_url = self.store.put(job.id, spec.file("input"), input_png)
         for role, data in (files or {}).items():
             self.store.put(job.id, spec.file(role), data)  # KeyError: a role the kind does not declare
@@ -273,6 +277,8 @@ class Jobs:
                    "warnings": json.dumps(job.warnings)}
         if job.owner:
             mapping["owner"] = job.owner
+        if job.webhook:
+            mapping["webhook"] = json.dumps(job.webhook)
         per_client = max_per_client if client is not None else 0
         args: list[Any] = [max_queued, self.ttl_s, job.id, job.created_at, job.enqueued_at, per_client]
         for k, v in mapping.items():
@@ -293,6 +299,8 @@ class Jobs:
                    "warnings": json.dumps(job.warnings), "error": ""}
         if job.owner:
             mapping["owner"] = job.owner
+        if job.webhook:
+            mapping["webhook"] = json.dumps(job.webhook)
         with self.r.pipeline() as p:
             p.hset(keys.job(job.id), mapping=mapping)
             p.expire(keys.job(job.id), self.ttl_s)
@@ -397,6 +405,8 @@ class Jobs:
         outcome = self._update(keys=[keys.job(job_id)], args=args).decode()
         if outcome == "ok" and "progress" in fields:
             job_progress.send(self, job_id=job_id, progress=fields["progress"])
+        if outcome == "ok" and fields.get("preview_url"):
+            job_output.send(self, job_id=job_id)
         return outcome
 
     def finish(self, job_id: str, worker: str, status: str, error: dict | None = None, **fields: Any) -> str:

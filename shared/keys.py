@@ -59,3 +59,13 @@ def job_cache_key(job_id: str) -> str:
     """The cache key of a queued job, written at submit (JSON: key and engine identity), so that a worker
     that finishes it can record the cache entry.  Expires with the job TTL."""
     return f"{PREFIX}:cachekey:{job_id}"
+
+
+# Webhooks (shared/webhooks.py, shared/delivery.py).
+WEBHOOK_ATTEMPTS = f"{STATS}:webhook:attempts"  # hash outcome -> count (every attempt)
+WEBHOOK_DELIVERIES = f"{STATS}:webhook:deliveries"  # hash result -> count (delivered | failed: each event once)
+
+
+def webhook_throttle(job_id: str, event: str) -> str:
+    """Set while a throttled event (progress, output) of the job was queued lately."""
+    return f"{PREFIX}:webhook:throttle:{job_id}:{event}"

@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 from pydantic import field_validator
@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     decode_wait_s: float = Field(10.0, ge=0)  # an upload waits this long for a decode slot, then 503
     max_queued_per_client: int = Field(0, ge=0)  # queued jobs per client (keyed like the rate limit); 0: off
 
+    # Webhooks (shared/webhooks.py, shared/delivery.py).  Deliveries are signed with the secret
+    # (Standard Webhooks: "whsec_" + base64 of 24-64 random bytes); without one, a submit that
+    # names a webhook is refused.  `dreamq up` makes one in the data directory when none is set.
+    webhook_secret: SecretStr | None = None
+    webhook_allow_private: bool = False  # deliver to loopback and private addresses (local setups, tests)
+    webhook_max_attempts: int = Field(6, ge=1, le=20)  # per event, the first one included
+    webhook_retry_base_s: float = Field(10.0, gt=0)  # the wait before the 2nd attempt; x4 each time after
+    webhook_timeout_s: float = Field(5.0, gt=0, le=30)  # to connect, and for each read of the answer
+    webhook_progress_interval_s: float = Field(5.0, ge=0)  # at most one progress (and one output) event per job per this
+    webhook_concurrency: int = Field(8, ge=1)  # deliveries in flight per delivery process
+
     # Tokens and sessions (web/auth.py).  Admin tokens see and cancel every job; others only their own.
     admin_tokens: Annotated[list[str], NoDecode] = []
     login_max_failures: int = Field(10, ge=1)  # failed logins per address per window, then 429
@@ -87,6 +98,20 @@ class Settings(BaseSettings):
         if any(len(t) < MIN_TOKEN_LENGTH for t in v):
             raise ValueError(f"DREAMQ_{info.field_name.upper()}: every token must be at least {MIN_TOKEN_LENGTH} "
                              "characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        return v
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _webhook_secret(cls, v):
+        # Checked at start, so that a typo fails the process, not every delivery; never echoed.
+        # Empty (compose's `${DREAMQ_WEBHOOK_SECRET:-}`) means none.
+        if isinstance(v, SecretStr):
+            v = v.get_secret_value()
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
+        from .webhooks import check_secret
+
+        check_secret(v)
         return v
 
     @property

@@ -94,8 +94,13 @@ def requirements_with(extras: list[str]) -> set[str]:
 def test_compose_builds_the_web_image_for_web_and_flower_and_the_gpu_image_for_workers():
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     stages = dockerfile_stages()
-    assert {services[s]["build"]["target"] for s in ("web", "flower")} == {"web"}
+    assert {services[s]["build"]["target"] for s in ("web", "flower", "webhooks")} == {"web"}
     assert services["worker"]["build"]["target"] == "worker"
+    # Webhooks are delivered by their own process (no TensorFlow needed), signed with the shared secret.
+    assert services["webhooks"]["command"] == ["dreamq", "webhooks"]
+    assert "DREAMQ_WEBHOOK_SECRET" in services["web"]["environment"]
+    assert services["webhooks"]["environment"]["DREAMQ_WEBHOOK_SECRET"] == services["web"]["environment"][
+        "DREAMQ_WEBHOOK_SECRET"]
     assert "gpu" in extras_of(stages["worker"])
     # The images run as an unprivileged user: the Keras cache lives in its home.
     user = last(stages["worker"], "USER")
@@ -281,7 +286,7 @@ def test_the_compose_file_validates_against_the_compose_specification():
 
 def test_every_service_is_health_checked_and_starts_after_redis_is_healthy():
     services = compose()["services"]
-    for name in ("redis", "web", "worker", "flower"):
+    for name in ("redis", "web", "worker", "flower", "webhooks"):
         check = services[name].get("healthcheck")
         assert check and not check.get("disable") and check["test"][0] in ("CMD", "CMD-SHELL"), name
         assert all(key in check for key in ("interval", "timeout", "retries", "start_period")), name
@@ -293,7 +298,7 @@ def test_every_service_is_health_checked_and_starts_after_redis_is_healthy():
                                ["dreamq", "worker", "--check"]), worker_test
     assert services["flower"]["healthcheck"]["test"][-1].endswith(":5555/healthcheck")
     # Everything that talks to Redis waits for it to answer, not just to start.
-    for name in ("web", "worker", "flower"):
+    for name in ("web", "worker", "flower", "webhooks"):
         assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"}}, name
     assert "depends_on" not in services["redis"]
 

@@ -36,7 +36,11 @@ def fuzz_server(tmp_path_factory):
     server = EmbeddedRedis(tmp / "redis").start()
     # A ready worker's heartbeat, so that /readyz answers 200 (its documented 503 is no server fault).
     heartbeat(redis.Redis.from_url(server.url), "fuzz-host:1", ttl=3600)
-    web = WebServer({"DREAMQ_REDIS_URL": server.url, "DREAMQ_DATA_DIR": str(tmp), "DREAMQ_EVENTS_MAX_S": "1"},
+    from shared.webhooks import new_secret
+
+    # With a webhook secret, so that the fuzzed `webhook` URLs are resolved and checked, not refused at once.
+    web = WebServer({"DREAMQ_REDIS_URL": server.url, "DREAMQ_DATA_DIR": str(tmp), "DREAMQ_EVENTS_MAX_S": "1",
+                     "DREAMQ_WEBHOOK_SECRET": new_secret()},
                     tmp / "web.log", workers=1, threads=8).start()
     yield web
     print(f"\nfuzz: {sum(STATS.values())} requests, statuses {dict(sorted(STATS.items()))}")

@@ -216,7 +216,8 @@ def test_the_exposition_parses_with_the_types_prometheus_expects(app, client, cl
         "dreamq_redis_up": "gauge", "dreamq_jobs_submitted": "counter", "dreamq_jobs_finished": "counter",
         "dreamq_job_queue_seconds": "histogram", "dreamq_job_run_seconds": "histogram",
         "dreamq_queue_depth": "gauge", "dreamq_broker_messages": "gauge", "dreamq_jobs_running": "gauge",
-        "dreamq_workers": "gauge", "dreamq_workers_busy": "gauge"}
+        "dreamq_workers": "gauge", "dreamq_workers_busy": "gauge",
+        "dreamq_webhook_attempts": "counter", "dreamq_webhook_deliveries": "counter"}
     assert all(f.documentation for f in families.values())
     # Histogram buckets are cumulative and end in +Inf == _count, per label set.
     for name in ("dreamq_job_queue_seconds", "dreamq_job_run_seconds"):

@@ -100,9 +100,12 @@ def _branches(schema: dict) -> list[dict]:
 def test_the_document_types_what_generators_read():
     form = SPEC["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert form["properties"]["image"]["type"] == "string" and form["properties"]["image"]["format"] == "binary"
-    # The photo, an optional guide, the kind, and every field of every kind's parameters.
+    # The photo, an optional guide, the kind, every field of every kind's parameters, and the options.
     kind_fields = {name for kind in KINDS.values() for name in kind.params.model_fields}
-    assert set(form["properties"]) == {"image", "guide", "kind", "cache", *kind_fields}
+    assert set(form["properties"]) == {"image", "guide", "kind", "cache", "webhook", "webhook_events_filter",
+                                       *kind_fields}
+    # No default a generator would send: the filter without a webhook is a 422.
+    assert "default" not in form["properties"]["webhook_events_filter"]
     assert form["properties"]["kind"]["enum"] == list(KINDS)
     params = SPEC["components"]["schemas"]["Params"]["properties"]
     assert params["model"]["enum"] == form["properties"]["model"]["enum"] == list(MODELS)

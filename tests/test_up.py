@@ -12,6 +12,9 @@ import pytest
 import requests
 from PIL import Image
 
+from bench.receiver import Receiver
+from standardwebhooks import Webhook
+
 from .conftest import ROOT
 from .webutil import wait_for
 from shared.redis_server import free_port
@@ -50,22 +53,30 @@ def test_up_serves_a_dream_and_keeps_jobs_across_restarts(tmp_path, photo):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "up.log", "w")
-    proc = _up(tmp_path / "data", port, log)
+    # Webhooks to a receiver on 127.0.0.1: allowed here, as a local setup would.
+    proc = _up(tmp_path / "data", port, log, DREAMQ_WEBHOOK_ALLOW_PRIVATE="1")
     try:
-        _wait_ready(base, proc)
-        buf = io.BytesIO()
-        Image.fromarray(photo[:96, :96]).save(buf, format="PNG")
-        form = {"model": "vgg16_hed", "layers": "block3_conv3=1", "octaves": "1", "iterations": "3"}
-        r = requests.post(base + "/api/v1/jobs", files={"image": ("p.png", buf.getvalue(), "image/png")}, data=form,
-                          timeout=10)
-        assert r.status_code == 202, r.text
-        job_url = base + r.headers["Location"]
-        deadline = time.monotonic() + 60
-        while requests.get(job_url, timeout=5).json()["status"] != "succeeded":
-            assert time.monotonic() < deadline, requests.get(job_url, timeout=5).json()
-            time.sleep(0.2)
-        png = requests.get(job_url + "/result", timeout=5).content
-        assert np.asarray(Image.open(io.BytesIO(png))).shape == (96, 96, 3)
+        with Receiver() as rx:
+            _wait_ready(base, proc)
+            buf = io.BytesIO()
+            Image.fromarray(photo[:96, :96]).save(buf, format="PNG")
+            form = {"model": "vgg16_hed", "layers": "block3_conv3=1", "octaves": "1", "iterations": "3",
+                    "webhook": rx.url("/done")}
+            r = requests.post(base + "/api/v1/jobs", files={"image": ("p.png", buf.getvalue(), "image/png")},
+                              data=form, timeout=10)
+            assert r.status_code == 202, r.text
+            job_url = base + r.headers["Location"]
+            deadline = time.monotonic() + 60
+            while requests.get(job_url, timeout=5).json()["status"] != "succeeded":
+                assert time.monotonic() < deadline, requests.get(job_url, timeout=5).json()
+                time.sleep(0.2)
+            png = requests.get(job_url + "/result", timeout=5).content
+            assert np.asarray(Image.open(io.BytesIO(png))).shape == (96, 96, 3)
+            # The delivery process `dreamq up` started sent `completed`, signed with the secret it
+            # made in the data directory.
+            (got,) = rx.wait(1, "/done")
+            secret = (tmp_path / "data" / "webhook_secret").read_text().strip()
+            assert Webhook(secret).verify(got.body, got.headers)["status"] == "succeeded"
     finally:
         _stop(proc)
 
@@ -232,6 +243,7 @@ def test_up_banner_names_the_web_the_broker_and_the_store(up2):
     assert f"dreamq is up: http://127.0.0.1:{up2.port}/" in log
     assert f"  broker: {up2.redis_url} (embedded; append-only file in {(up2.data / 'redis').resolve()})" in log
     assert f"  store:  file://{(up2.data / 'store').resolve()}" in log
+    assert f"  webhooks signed with the secret in {(up2.data / 'webhook_secret').resolve()}" in log
 
 
 def test_up_restarts_a_worker_killed_mid_job_and_the_job_succeeds_on_its_second_attempt(up2):

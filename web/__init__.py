@@ -13,7 +13,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
-def create_app(settings: Settings | None = None, *, celery=None, redis_client=None) -> Flask:
+def create_app(settings: Settings | None = None, *, celery=None, redis_client=None, resolver=None) -> Flask:
     from . import api, errors, limits, metrics, pages
     from .services import Services
 
@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None, *, celery=None, redis_client=No
 
         hops = settings.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    app.extensions["dreamq"] = Services(settings, celery=celery, redis_client=redis_client)
+    # resolver: how webhook hosts are looked up (host, port) -> addresses; tests pass their own.
+    app.extensions["dreamq"] = Services(settings, celery=celery, redis_client=redis_client, resolver=resolver)
 
     limits.init_app(app, settings, redis_client)
     errors.register(app)

@@ -21,8 +21,9 @@ from werkzeug.exceptions import RequestedRangeNotSatisfiable, RequestEntityTooLa
 from werkzeug.wsgi import FileWrapper
 
 from shared import cache as result_cache
+from shared import webhooks
 from shared.images import ImageError, check_size, declared_pixels, decode_image, encode_png
-from shared.job import QUEUED, SUCCEEDED, Job
+from shared.job import QUEUED, SUCCEEDED, Job, frames_done, has_frames, job_json
 from shared.jobs import SubmitRefused
 from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import DEFAULT_MODEL, MODELS
@@ -56,24 +57,7 @@ def require_token():
                        headers={"WWW-Authenticate": 'Bearer realm="dreamq"'})
 
 
-# -- helpers shared with the pages ---------------------------------------------
-
-def job_json(job: Job, queue_position: int | None = None) -> dict:
-    data = job.public()
-    data["queue_position"] = queue_position if job.status == QUEUED else None
-    base = f"/api/v1/jobs/{job.id}"
-    # result and preview are null until they exist, so a client knows when to fetch them.
-    data["links"] = {"self": base, "result": f"{base}/result" if job.status == SUCCEEDED else None,
-                     "preview": f"{base}/preview" if job.preview_url else None,
-                     "cancel": f"{base}/cancel", "events": f"{base}/events"}
-    kind = KINDS.get(job.kind)
-    if has_frames(kind):  # the latest finished frame of a video, null until the first is done
-        done = frames_done(job)
-        data["links"]["frame"] = f"{base}/frames/{done - 1}" if done else None
-    return data
-
-
-# -- what a kind declares, read with fallbacks so that a kind may declare less -------
+# -- helpers shared with the pages: what a kind declares, read with fallbacks ----------
 
 def result_name(kind, params: dict) -> str:
     """The result's name in the job's store folder (a video's depends on its format)."""
@@ -86,28 +70,9 @@ def result_media_type(kind, params: dict) -> str:
     return media_type(params) if callable(media_type) else kind.media_type
 
 
-def has_frames(kind) -> bool:
-    """Whether jobs of ``kind`` keep numbered frames (kind=zoom)."""
-    return kind is not None and "frame" in kind.files
-
-
 def frame_name(kind, n: int) -> str:
     """The store name of frame ``n`` (from 0) of the kind's numbered "frame" series."""
     return kind.file("frame", n)
-
-
-def frames_done(job: Job) -> int:
-    """How many frames of a video job are finished (frames 0 to this - 1), from its progress."""
-    p = job.progress or {}
-    done = p.get("frames_done")
-    if done is None and p.get("frame") is not None:
-        done = p["frame"] + 1  # the index of the last finished frame
-    if job.status == SUCCEEDED:
-        done = job.params.get("frames", done)
-    try:
-        return max(0, int(done or 0))
-    except (TypeError, ValueError):
-        return 0
 
 
 def get_job(job_id: str) -> Job:
@@ -227,6 +192,7 @@ def submit_from_request() -> Job:
             use_cache = False
         elif flag not in ("true", "1", "yes", "on"):
             fields["cache"] = "true or false"
+    webhook = submitted_webhook(raw, fields)  # request options too: where the job's events go
     kind = KINDS.get(raw.pop("kind", DEFAULT_KIND))
     if kind is None:
         fields["kind"] = f"one of {', '.join(KINDS)}"
@@ -301,7 +267,8 @@ def submit_from_request() -> Job:
         try:
             cached = result_cache.key_for(svc.redis, kind.name, params.model_dump(), png, extra)
             hit = cached and result_cache.answer(svc.state, cached[0], owner=request_owner(),
-                                                 warnings=[small] if small else [], input_png=png, files=extra)
+                                                 warnings=[small] if small else [], input_png=png, files=extra,
+                                                 webhook=webhook)
         except (redis.RedisError, StoreError) as exc:  # the cache is an optimisation: queue the job instead
             current_app.logger.warning("result cache unavailable: %s", exc)
             cached = hit = None
@@ -316,7 +283,7 @@ def submit_from_request() -> Job:
         job = svc.state.submit(params, png, kind=kind.name, owner=request_owner(), client=client_key(),
                                warnings=[small] if small else [], max_queued=svc.settings.max_queued,
                                max_per_client=svc.settings.max_queued_per_client,
-                               files=extra, before_enqueue=note_key)
+                               files=extra, webhook=webhook, before_enqueue=note_key)
     except SubmitRefused as exc:
         if exc.reason == "queue_full":
             raise queue_full() from None
@@ -326,6 +293,33 @@ def submit_from_request() -> Job:
         raise ApiError(503, "redis_unavailable", "could not queue the job; try again shortly",
                        headers={"Retry-After": "5"}) from None
     return job
+
+
+def submitted_webhook(raw: dict[str, str], fields: dict[str, str]) -> dict | None:
+    """Pop ``webhook`` and ``webhook_events_filter`` from the form: ``{"url", "events_filter"}``, or None.
+
+    The host is resolved here (and again at each delivery): a URL that reaches a loopback,
+    private or link-local address is a 422 now, not a silent failure later."""
+    url, events = raw.pop("webhook", None), raw.pop("webhook_events_filter", None)
+    if url is None:
+        if events is not None and "webhook_events_filter" not in fields:
+            fields["webhook_events_filter"] = "given without a `webhook` URL"
+        return None
+    svc = services()
+    try:
+        events = webhooks.parse_events(events)
+    except webhooks.WebhookRefused as exc:
+        fields.setdefault("webhook_events_filter", str(exc))
+    if svc.settings.webhook_secret is None:
+        fields.setdefault("webhook", "this server does not send webhooks: DREAMQ_WEBHOOK_SECRET, the key that "
+                                     "signs them, is not set")
+        return None
+    try:
+        webhooks.check_url(url.strip(), allow_private=svc.settings.webhook_allow_private, resolve=svc.resolver)
+    except webhooks.WebhookRefused as exc:
+        fields.setdefault("webhook", str(exc))
+        return None
+    return {"url": url.strip(), "events_filter": events} if "webhook_events_filter" not in fields else None
 
 
 def guide_image_error(fn, *args, **kwargs):

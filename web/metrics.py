@@ -48,6 +48,9 @@ from .services import Services, services
 
 bp = Blueprint("metrics", __name__)
 
+# The labels of an attempt (shared/delivery.Outcome.kind), reported from 0.
+WEBHOOK_OUTCOMES = ("success", "http_error", "network_error", "refused")
+
 
 def _histogram(raw: dict[str, float]) -> tuple[list[tuple[str, float]], float]:
     acc, buckets = 0, []
@@ -74,7 +77,10 @@ class RedisCollector:
                 p.zcard(keys.QUEUED_JOBS)
                 p.zcard(keys.RUNNING_JOBS)
                 p.llen(QUEUE)
-                submitted, finished, hist_queue, hist_run, depth, running, messages = p.execute()
+                p.hgetall(keys.WEBHOOK_ATTEMPTS)
+                p.hgetall(keys.WEBHOOK_DELIVERIES)
+                (submitted, finished, hist_queue, hist_run, depth, running, messages, hook_attempts,
+                 hook_deliveries) = p.execute()
             workers = live_workers(r)
         except (redis.RedisError, ApiError) as exc:  # a scrape must still answer
             current_app.logger.warning("metrics: %s", exc)
@@ -113,6 +119,20 @@ class RedisCollector:
         for model, raw in sorted(per_model.items()):
             h.add_metric([model], *_histogram(raw))
         yield h
+
+        # Webhooks (shared/delivery.py): every attempt by outcome; every event once, delivered or given up.
+        c = CounterMetricFamily("dreamq_webhook_attempts", "Webhook delivery attempts, by outcome.",
+                                labels=["outcome"])
+        counts = {o: 0 for o in WEBHOOK_OUTCOMES} | {k.decode(): int(n) for k, n in hook_attempts.items()}
+        for outcome, n in sorted(counts.items()):
+            c.add_metric([outcome], n)
+        yield c
+        c = CounterMetricFamily("dreamq_webhook_deliveries", "Webhook events delivered, or given up on (failed).",
+                                labels=["result"])
+        counts = {"delivered": 0, "failed": 0} | {k.decode(): int(n) for k, n in hook_deliveries.items()}
+        for result, n in sorted(counts.items()):
+            c.add_metric([result], n)
+        yield c
 
         g = GaugeMetricFamily("dreamq_queue_depth",
                               "Jobs waiting for a worker: queued job records, each of which will run.")

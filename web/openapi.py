@@ -13,6 +13,7 @@ import copy
 from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import DEFAULT_MODEL, MODELS
 from shared.params import DreamParams
+from shared.webhooks import EVENTS as WEBHOOK_EVENTS
 
 ERROR_CODES = ["not_found", "no_preview", "invalid_params", "unsupported_image", "image_too_large", "image_too_small",
                "upload_too_large", "unsupported_media_type", "not_succeeded", "job_finished", "unauthorized",
@@ -215,6 +216,19 @@ SUBMIT_FORM = {
                   "description": "Not a parameter: `false` always runs the job. By default a job identical to a "
                                  "finished one still kept (same kind, parameters, input files and model weights) "
                                  "is answered at once from its result: `succeeded`, `metrics.cached` true."},
+        "webhook": {"type": "string", "format": "uri", "maxLength": 2048,
+                    "description": "Not a parameter: an http(s) URL that the job's events are POSTed to (body: the "
+                                   "Job; signed with Standard Webhooks: see `webhooks` in this document). Its host "
+                                   "must resolve to public addresses only: a loopback, private, link-local, "
+                                   "multicast or reserved one is a 422 naming `webhook` (unless the server sets "
+                                   "DREAMQ_WEBHOOK_ALLOW_PRIVATE). A 422 too when the server has no "
+                                   "DREAMQ_WEBHOOK_SECRET."},
+        # No "default": a generated client would send it, and a filter without a webhook is a 422.
+        "webhook_events_filter": {"type": "string",
+                                  "pattern": "^ *(start|progress|output|completed)( *, *(start|progress|output|completed))* *$",
+                                  "description": "Comma-separated events to send, of `start`, `progress` (at most "
+                                                 "one per 5 s), `output` (a new preview or frame, as often) and "
+                                                 "`completed` (succeeded, failed or canceled). Needs `webhook`; without it, `completed`."},
     },
 }
 if not any("guide" in k.files for k in KINDS.values()):  # until a kind takes one
@@ -307,11 +321,33 @@ SCHEMAS = {
                            "ran it (run_s 0); absent otherwise."},
                 "cached_from": {"type": "string", "format": "uuid",
                                 "description": "With cached: the job whose result was copied."}}},
+            "webhook": {"oneOf": [{"type": "null"}, _ref("WebhookState")],
+                        "description": "null without a `webhook`; else where its events go and every attempt."},
             "links": {"type": "object", "description": "result and preview are null until they exist.",
                       "properties": {"self": {"type": "string"}, "result": URL, "preview": URL,
                                      "cancel": {"type": "string"}, "events": {"type": "string"},
                                      "frame": URL | {"description": "kind=zoom only: the latest finished frame "
                                                                     "(`/frames/{n}`), null until one is."}}},
+        },
+    },
+    "WebhookState": {
+        "type": "object", "required": ["url", "events_filter", "status", "attempts"],
+        "properties": {
+            "url": {"type": "string"},
+            "events_filter": {"type": "array", "items": {"type": "string", "enum": list(WEBHOOK_EVENTS)}},
+            "status": {"type": "string", "enum": ["pending", "delivered", "retrying", "failed"],
+                       "description": "Of the latest attempt: `pending` before the first; `retrying`: it failed and "
+                                      "will be tried again; `failed`: an event was given up on."},
+            "attempts": {"type": "integer", "description": "Attempts so far, all events together."},
+            "delivered": {"type": "integer", "description": "Events delivered (a 2xx answer)."},
+            "last_event": {"type": ["string", "null"]},
+            "last_status": INT | {"description": "The HTTP status of the latest attempt; null: none (network error)."},
+            "last_error": {"type": ["string", "null"]},
+            "last_attempt_at": TIME,
+            "history": {"type": "array", "description": "The latest 20 attempts, oldest first.",
+                        "items": {"type": "object", "properties": {
+                            "event": {"type": "string"}, "attempt": {"type": "integer"}, "status": INT,
+                            "error": {"type": ["string", "null"]}, "at": NUM}}},
         },
     },
     "JobList": {"type": "object", "required": ["jobs", "next_cursor"],
@@ -372,6 +408,12 @@ REPLAYED = {"Idempotent-Replayed": {"description": "`true` when this is the job 
                                                   "`Idempotency-Key` made.", "schema": {"type": "string"}}}
 LOCATION = {"Location": {"description": "The job's URL.", "schema": {"type": "string"}}}
 
+WEBHOOK_WORDS = ("Signed with Standard Webhooks (verify with `standardwebhooks.Webhook(secret).verify(body, "
+                 "headers)`; the secret is the server's DREAMQ_WEBHOOK_SECRET). Sent from a delivery process, "
+                 "5 s to connect and 5 s per read, redirects not followed. A network error, 408, 429 or 5xx is "
+                 "tried again with exponential backoff and jitter: 6 attempts over about an hour. Every attempt "
+                 "is recorded in the job's `webhook`.")
+
 SPEC = {
     "openapi": "3.1.0",
     "info": {"title": "dreamq", "version": "1.0.0",
@@ -380,6 +422,23 @@ SPEC = {
     "servers": [{"url": "/"}],
     "security": [{}, {"bearer": []}],
     "tags": [{"name": "jobs"}, {"name": "models"}, {"name": "operations"}],
+    # OpenAPI 3.1: the requests dreamq makes to a job's `webhook`.
+    "webhooks": {event: {"post": {
+        "operationId": f"webhook{event.capitalize()}", "tags": ["jobs"],
+        "summary": f"The job's `{event}` event, POSTed to its `webhook` URL.",
+        "description": WEBHOOK_WORDS,
+        "parameters": [
+            {"name": "webhook-id", "in": "header", "required": True, "schema": {"type": "string"},
+             "description": "The event's id: the same on each attempt of it (drop repeats by it)."},
+            {"name": "webhook-timestamp", "in": "header", "required": True, "schema": {"type": "string"},
+             "description": "Unix seconds of this attempt."},
+            {"name": "webhook-signature", "in": "header", "required": True, "schema": {"type": "string"},
+             "description": "`v1,` + base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`."}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Job")}}},
+        "responses": {"200": {"description": "Any 2xx: delivered."},
+                      "429": {"description": "Tried again later; as any 5xx, 408 or network error."},
+                      "410": {"description": "Any other answer (redirects too): given up at once."}}}}
+        for event in WEBHOOK_EVENTS},
     "paths": {
         "/api/v1/jobs": {
             "post": {

@@ -7,6 +7,7 @@ from flask import current_app
 from shared.jobs import Jobs
 from shared.settings import Settings
 from shared.store import open_store
+from shared.webhooks import system_resolver
 
 from .errors import ApiError
 
@@ -14,8 +15,9 @@ TOKEN_COOKIE = "dreamq_token"
 
 
 class Services:
-    def __init__(self, settings: Settings, celery=None, redis_client=None):
+    def __init__(self, settings: Settings, celery=None, redis_client=None, resolver=None):
         self.settings = settings
+        self.resolver = resolver or system_resolver  # webhook hosts (tests give their own)
         self.store = open_store(settings)
         self._redis = redis_client
         self._celery = celery

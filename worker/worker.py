@@ -47,7 +47,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from shared import cache, keys, stats  # noqa: F401 — stats, cache: they subscribe to the lifecycle here too
+from shared import cache, keys, stats, webhooks  # noqa: F401 — stats, cache, webhooks: they subscribe to the lifecycle here too
 from shared.images import encode_png
 from shared.job import CANCELED, FAILED, QUEUED, SUCCEEDED
 from shared.jobs import Jobs

@@ -1,0 +1,228 @@
+"""The webhook delivery process: a small Celery worker on its own queue.
+
+    dreamq webhooks                                          # what `dreamq up` and compose run
+    celery -A shared.delivery worker -Q dreamq.webhooks      # the same, as a plain Celery worker
+
+Each event of a job is one message (shared/webhooks.py queues it); a thread of this process
+POSTs it.  Neither a GPU worker nor a web request waits on a receiver.
+
+One attempt: resolve the host again and check every address (shared/webhooks.check_url), then
+connect to the address checked (no second lookup a DNS rebinding could answer), with
+DREAMQ_WEBHOOK_TIMEOUT_S to connect and for each read, no redirect followed, and at most
+MAX_ANSWER_BYTES of the answer read.  A 2xx is delivered.  A network error, 408, 429 or 5xx is
+tried again after DREAMQ_WEBHOOK_RETRY_BASE_S x 4^(n-1), +-20 % jitter (10 s, 40 s, 160 s, 640 s,
+2560 s: six attempts over about an hour), until DREAMQ_WEBHOOK_MAX_ATTEMPTS.  Any other answer
+(a redirect, 4xx) or a refused address fails the event at once: trying again would not help.
+
+Every attempt is recorded on the job (``webhook``: status, attempts, last_status, last_error,
+and the last attempts) and counted for /metrics, in one Lua script.  Delivery is at least once:
+a receiver drops repeats by ``webhook-id``.
+
+A retry waits as a Celery countdown; with the Redis broker such a message stays unacknowledged
+while it waits, so the longest wait is kept under the broker's visibility timeout (otherwise
+Redis would hand it out twice).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+
+import redis
+import urllib3
+from celery import Celery
+
+from . import keys
+from .settings import Settings, get_settings
+from .webhooks import WebhookRefused, check_url, signed_headers
+
+log = logging.getLogger("dreamq.webhooks")
+
+QUEUE = "dreamq.webhooks"
+TASK = "dreamq.webhook"
+MAX_ANSWER_BYTES = 4096  # of a receiver's answer: enough for an error message in the log, no more
+HISTORY = 20  # attempts kept on the job record
+RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+
+try:
+    from importlib.metadata import version as _version
+
+    USER_AGENT = f"dreamq-webhooks/{_version('dreamq')}"
+except Exception:  # noqa: BLE001 — running from a checkout that is not installed
+    USER_AGENT = "dreamq-webhooks"
+
+
+def send(app: Celery, job_id: str, event: str, msg_id: str, url: str, body: str) -> None:
+    """Queue one event's delivery (called by shared/webhooks.notify, in any process)."""
+    app.send_task(TASK, args=[job_id, event, msg_id, url, body], queue=QUEUE)
+
+
+# -- one attempt -------------------------------------------------------------------------
+
+class Outcome:
+    """What one attempt got: an HTTP status, or an error; and whether another attempt may help."""
+
+    def __init__(self, status: int | None = None, error: str | None = None, refused: bool = False):
+        self.status, self.error, self.refused = status, error, refused
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def retryable(self) -> bool:
+        if self.refused or self.ok:
+            return False
+        return self.status is None or self.status in RETRY_STATUSES
+
+    @property
+    def kind(self) -> str:
+        """The /metrics label: success, http_error, network_error or refused."""
+        if self.refused:
+            return "refused"
+        if self.status is None:
+            return "network_error"
+        return "success" if self.ok else "http_error"
+
+
+def post(url: str, body: str, headers: dict[str, str], settings: Settings, resolve=None) -> Outcome:
+    """One attempt: check the URL's addresses again, POST to the one checked, read a bounded answer."""
+    try:
+        target = check_url(url, allow_private=settings.webhook_allow_private,
+                           **({"resolve": resolve} if resolve else {}))
+    except WebhookRefused as exc:
+        return Outcome(error=str(exc), refused=not exc.temporary)  # a lookup that failed may work later
+    address = target.addresses[0]
+    timeout = urllib3.Timeout(connect=settings.webhook_timeout_s, read=settings.webhook_timeout_s)
+    send_headers = {"Host": target.host_header, "Content-Type": "application/json", "User-Agent": USER_AGENT,
+                    **headers}
+    if target.username is not None:
+        creds = f"{target.username}:{target.password or ''}"
+        send_headers.update(urllib3.util.make_headers(basic_auth=creds))
+    if target.scheme == "https":
+        # The address is the one checked; the name is what TLS verifies (SNI and the certificate).
+        pool = urllib3.HTTPSConnectionPool(address, target.port, timeout=timeout, retries=False, maxsize=1,
+                                           server_hostname=target.host, assert_hostname=target.host)
+    else:
+        pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False, maxsize=1)
+    try:
+        response = pool.urlopen("POST", target.path, body=body.encode(), headers=send_headers, redirect=False,
+                                retries=False, preload_content=False, assert_same_host=False)
+        try:
+            response.read(MAX_ANSWER_BYTES, decode_content=False)  # bounded: a receiver cannot flood us
+        finally:
+            response.release_conn()
+        status = response.status
+    except urllib3.exceptions.HTTPError as exc:  # connect/read timeout, refused, reset, TLS
+        return Outcome(error=_describe(exc))
+    finally:
+        pool.close()
+    return Outcome(status=status, error=None if 200 <= status < 300 else f"HTTP {status}")
+
+
+def _describe(exc: Exception) -> str:
+    """urllib3's message without its pool's repr: "Read timed out. (read timeout=5)", "[Errno 111] ..."."""
+    text = str(getattr(exc, "reason", None) or exc)
+    return text.rsplit("): ", 1)[-1][:200]
+
+
+def retry_delay(attempt: int, settings: Settings) -> float:
+    """The wait after failed attempt ``attempt`` (1, 2...): base x 4^(attempt-1), +-20 %, capped."""
+    delay = settings.webhook_retry_base_s * 4 ** (attempt - 1) * random.uniform(0.8, 1.2)
+    return min(delay, max(1.0, settings.visibility_timeout_s - 60))
+
+
+# -- recording -----------------------------------------------------------------------------
+
+# KEYS: job hash, attempts counter, deliveries counter.  ARGV: status, http status ('' for none),
+# error ('' for none), event, now, attempt, history length, outcome kind, result ('' while retrying).
+# Never recreates an expired record (a delivery may outlive its job).  Returns the attempts so far.
+_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local raw = redis.call('HGET', KEYS[1], 'webhook_delivery')
+local d = {}
+if raw and raw ~= '' then d = cjson.decode(raw) end
+local code = tonumber(ARGV[2])
+local err = ARGV[3]
+if err == '' then err = cjson.null end
+d.attempts = (tonumber(d.attempts) or 0) + 1
+d.status = ARGV[1]
+d.last_status = code or cjson.null
+d.last_error = err
+d.last_event = ARGV[4]
+d.last_attempt_at = tonumber(ARGV[5])
+if ARGV[1] == 'delivered' then d.delivered = (tonumber(d.delivered) or 0) + 1 end
+local history = {}
+if type(d.history) == 'table' then history = d.history end
+table.insert(history, {event = ARGV[4], attempt = tonumber(ARGV[6]), status = code or cjson.null,
+                       error = err, at = tonumber(ARGV[5])})
+while #history > tonumber(ARGV[7]) do table.remove(history, 1) end
+d.history = history
+redis.call('HSET', KEYS[1], 'webhook_delivery', cjson.encode(d))
+redis.call('HINCRBY', KEYS[2], ARGV[8], 1)
+if ARGV[9] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[9], 1) end
+return d.attempts
+"""
+
+
+def record(r: redis.Redis, job_id: str, event: str, attempt: int, outcome: Outcome, status: str) -> int:
+    """Record one attempt on the job and in the counters; ``status``: delivered, retrying or failed."""
+    result = status if status in ("delivered", "failed") else ""
+    return int(r.eval(_RECORD, 3, keys.job(job_id), keys.WEBHOOK_ATTEMPTS, keys.WEBHOOK_DELIVERIES,
+                      status, "" if outcome.status is None else outcome.status, outcome.error or "", event,
+                      time.time(), attempt, HISTORY, outcome.kind, result))
+
+
+# -- the process ---------------------------------------------------------------------------
+
+def deliver(task, job_id: str, event: str, msg_id: str, url: str, body: str) -> str:
+    """The task: one attempt at one event; schedules the next attempt when another may help."""
+    app = task.app
+    settings: Settings = app.dreamq_settings
+    attempt = task.request.retries + 1
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    if secret is None:  # the submit checked; a delivery process without the secret cannot sign
+        outcome = Outcome(error="DREAMQ_WEBHOOK_SECRET is not set in the delivery process", refused=True)
+    else:
+        outcome = post(url, body, signed_headers(secret, msg_id, body), settings)
+    again = outcome.retryable and attempt < settings.webhook_max_attempts
+    status = "delivered" if outcome.ok else ("retrying" if again else "failed")
+    try:
+        record(app.dreamq_redis, job_id, event, attempt, outcome, status)
+    except redis.RedisError as exc:  # the delivery happened (or not) all the same
+        log.warning("job %s: could not record webhook attempt %d: %s", job_id, attempt, exc)
+    log.info("job %s: webhook %s (%s) attempt %d: %s%s", job_id, event, msg_id, attempt,
+             outcome.status or outcome.error, "; trying again" if again else "")
+    if again:
+        raise task.retry(countdown=retry_delay(attempt, settings), max_retries=None)
+    return status
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """The delivery process's Celery app: the shared configuration, on its own queue, with threads."""
+    from .queue import make_celery
+
+    settings = settings or get_settings()
+    app = make_celery(settings)
+    app.conf.update(
+        task_default_queue=QUEUE,
+        worker_concurrency=settings.webhook_concurrency,  # threads: a delivery mostly waits on the network
+        # The thread pool has no time limits; an attempt is bounded by its own timeouts.
+        task_time_limit=None,
+        task_soft_time_limit=None,
+        worker_prefetch_multiplier=4,
+    )
+    app.dreamq_settings = settings
+    app.dreamq_redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    app.task(name=TASK, bind=True, acks_late=True, ignore_result=True)(deliver)
+    return app
+
+
+def __getattr__(name: str):
+    # ``celery -A shared.delivery`` asks for ``app``: built on first use, as worker/celery.py does.
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
