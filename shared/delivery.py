@@ -35,7 +35,8 @@ from celery import Celery
 
 from . import keys
 from .settings import Settings, get_settings
-from .webhooks import WebhookRefused, check_url, signed_headers
+from .job import FINISHED
+from .webhooks import THROTTLED, WebhookRefused, check_url, signed_headers
 
 log = logging.getLogger("dreamq.webhooks")
 
@@ -181,11 +182,17 @@ def deliver(task, job_id: str, event: str, msg_id: str, url: str, body: str) -> 
     app = task.app
     settings: Settings = app.dreamq_settings
     attempt = task.request.retries + 1
+    if event in THROTTLED and attempt == 1 and _finished(app.dreamq_redis, job_id):
+        # A progress or preview that arrives after the end says less than `completed`, and would
+        # reach the receiver after it: not sent.
+        return "skipped"
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     if secret is None:  # the submit checked; a delivery process without the secret cannot sign
         outcome = Outcome(error="DREAMQ_WEBHOOK_SECRET is not set in the delivery process", refused=True)
     else:
-        outcome = post(url, body, signed_headers(secret, msg_id, body), settings)
+        # Dreamq-Event: which event this is (the body is the job, as the API shows it).
+        headers = {**signed_headers(secret, msg_id, body), "Dreamq-Event": event}
+        outcome = post(url, body, headers, settings)
     again = outcome.retryable and attempt < settings.webhook_max_attempts
     status = "delivered" if outcome.ok else ("retrying" if again else "failed")
     try:
@@ -197,6 +204,14 @@ def deliver(task, job_id: str, event: str, msg_id: str, url: str, body: str) -> 
     if again:
         raise task.retry(countdown=retry_delay(attempt, settings), max_retries=None)
     return status
+
+
+def _finished(r: redis.Redis, job_id: str) -> bool:
+    try:
+        status = r.hget(keys.job(job_id), "status")
+    except redis.RedisError:
+        return False  # send it: a stale progress is better than a lost one
+    return status is None or status.decode() in FINISHED
 
 
 def create_app(settings: Settings | None = None) -> Celery:

@@ -369,7 +369,7 @@ def test_up_sigterm_stops_web_workers_then_redis_and_the_running_job_goes_back_t
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
     stops = [ln.split(" INFO ")[-1].split(" (pid")[0] for ln in up2.log().splitlines() if " INFO stopping " in ln]
-    assert stops == ["stopping web", "stopping worker 1", "stopping redis"], stops
+    assert stops == ["stopping web", "stopping worker 1", "stopping webhooks", "stopping redis"], stops
     # The job went back to the queue before Redis stopped: its record and a message are in the file.
     # (Its attempts may read 2: the other worker, already stopping too, can still take the message
     # given back and give it back at once; see worker/worker.py `run`.)

@@ -321,7 +321,7 @@ def test_the_compose_healthcheck_of_the_delivery_process_passes_while_it_runs(de
 
 @pytest.mark.slow
 def test_a_real_worker_sends_start_progress_output_and_completed(delivery, tiny_photo):
-    """A job on a real worker: its events arrive signed, in order, and the completed body is the job
+    """A job on a real worker: each event arrives once and signed, and the completed body is the job
     as GET /api/v1/jobs/{id} shows it."""
     from web import create_app
 
@@ -330,19 +330,26 @@ def test_a_real_worker_sends_start_progress_output_and_completed(delivery, tiny_
     client = create_app(delivery.settings).test_client()
     r = post_job(client, encode_png(tiny_photo), webhook=rx.url("/real"),
                  webhook_events_filter="start,progress,output,completed",
-                 model="vgg16_hed", layers="block3_conv3=1", octaves="2", iterations="6", cache="false")
+                 model="vgg16_hed", layers="block3_conv3=1", octaves="2", iterations="10", cache="false")
     assert r.status_code == 202, r.get_json()
     job_id = r.get_json()["id"]
     delivery.wait(job_id, timeout=180)
     wait_for(lambda: any(verified(x)["status"] == "succeeded" for x in rx.requests_to("/real")), 30,
              "the completed event")
     events = [(x, verified(x)) for x in sorted(rx.requests_to("/real"), key=lambda x: x.at)]
-    statuses = [body["status"] for _, body in events]
-    assert statuses[0] == "running" and statuses[-1] == "succeeded", statuses
-    assert statuses.count("succeeded") == 1
+    # Each event once (progress and output at least once); arrival order is not promised (README).
+    names = [x.headers["Dreamq-Event"] for x, _ in events]
+    assert names.count("completed") == 1 and names.count("start") == 1, names
+    assert "progress" in names and "output" in names, names
+    # Throttled: progress came at most once per second (DREAMQ_WEBHOOK_PROGRESS_INTERVAL_S=1).
+    sent = [int(x.headers["webhook-timestamp"]) for x, _ in events if x.headers["Dreamq-Event"] == "progress"]
+    run_s = next(body for x, body in events if x.headers["Dreamq-Event"] == "completed")["metrics"]["run_s"]
+    assert len(sent) <= run_s + 2, (sent, run_s)
+    for (x, body) in events:
+        assert body["status"] == ("succeeded" if x.headers["Dreamq-Event"] == "completed" else "running"), names
     assert len({x.headers["webhook-id"] for x, _ in events}) == len(events)  # one id per event
-    assert any(body["links"]["preview"] for _, body in events[:-1])  # an output event: a preview exists
-    final = events[-1][1]
+    assert any(body["links"]["preview"] for x, body in events if x.headers["Dreamq-Event"] == "output")
+    final = next(body for x, body in events if x.headers["Dreamq-Event"] == "completed")
     shown = client.get(f"/api/v1/jobs/{job_id}").get_json()
     # The job as the API shows it, except the delivery record, which the delivery itself moved on.
     assert {k: v for k, v in final.items() if k != "webhook"} == {k: v for k, v in shown.items() if k != "webhook"}
