@@ -24,7 +24,6 @@ Redis would hand it out twice).
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time

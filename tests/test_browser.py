@@ -49,9 +49,23 @@ def browser(tmp_path):
     driver.quit()
 
 
+def dream_with(browser, fields: dict[str, str]) -> None:
+    """Pick vgg16_hed (offline), open the advanced fields, fill these in and press Dream."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element(By.ID, "model")).select_by_value("vgg16_hed")
+    browser.find_element(By.CSS_SELECTOR, "details summary").click()
+    for name, value in fields.items():
+        field = browser.find_element(By.ID, name)
+        field.clear()
+        field.send_keys(value)
+    browser.find_element(By.CSS_SELECTOR, "#dream-form button[type=submit]").click()
+
+
 def test_submit_watch_and_download_in_a_browser(service, web_server, browser, photo, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait
 
     service.start_worker()
     src = tmp_path / "holiday photo.jpg"
@@ -60,13 +74,7 @@ def test_submit_watch_and_download_in_a_browser(service, web_server, browser, ph
     browser.get(web_server + "/")
     browser.find_element(By.ID, "image").send_keys(str(src))
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "thumb").is_displayed())
-    Select(browser.find_element(By.ID, "model")).select_by_value("vgg16_hed")
-    browser.find_element(By.CSS_SELECTOR, "details summary").click()
-    for name, value in {"layers": "block3_conv3=1", "octaves": "2", "iterations": "60"}.items():
-        field = browser.find_element(By.ID, name)
-        field.clear()
-        field.send_keys(value)
-    browser.find_element(By.CSS_SELECTOR, "#dream-form button[type=submit]").click()
+    dream_with(browser, {"layers": "block3_conv3=1", "octaves": "2", "iterations": "60"})
 
     WebDriverWait(browser, 15).until(lambda d: "/jobs/" in d.current_url)
     job_id = browser.current_url.rstrip("/").rsplit("/", 1)[1]
@@ -118,13 +126,7 @@ def test_a_zoom_video_from_the_form_plays_in_the_browser(service, web_server, br
         field = browser.find_element(By.ID, name)
         assert field.is_displayed(), name
         field.send_keys(str(value))
-    Select(browser.find_element(By.ID, "model")).select_by_value("vgg16_hed")
-    browser.find_element(By.CSS_SELECTOR, "details summary").click()
-    for name, value in {"layers": "block3_conv3=1", "octaves": "1", "iterations": "2"}.items():
-        field = browser.find_element(By.ID, name)
-        field.clear()
-        field.send_keys(value)
-    browser.find_element(By.CSS_SELECTOR, "#dream-form button[type=submit]").click()
+    dream_with(browser, {"layers": "block3_conv3=1", "octaves": "1", "iterations": "2"})
 
     WebDriverWait(browser, 15).until(lambda d: "/jobs/" in d.current_url)
     job_id = browser.current_url.rstrip("/").rsplit("/", 1)[1]

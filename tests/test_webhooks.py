@@ -21,7 +21,7 @@ from bench.receiver import Answer, Receiver
 from shared import keys
 from shared.images import encode_png
 from shared.settings import Settings
-from shared.webhooks import check_secret, check_url, new_secret, signed_headers
+from shared.webhooks import check_secret, new_secret, signed_headers
 
 from .webutil import post_job, wait_for
 

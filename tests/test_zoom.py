@@ -6,13 +6,13 @@ and the resume test kills the one that runs its job, so the other takes it over.
 import io
 import os
 import signal
-import time
 import weakref
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bench.cluster import wait_for
 from shared.images import encode_png
 from shared.kinds import KINDS, Files, Kind, file_name
 from shared.kinds.zoom import ZOOM_DEFAULTS, ZoomParams, check_work, parse_zoom, zoom_frame
@@ -24,16 +24,6 @@ from .conftest import QUICK, Service
 
 DREAM = {**QUICK, "jitter": 2, "seed": 7}  # the seed matters: jitter draws from it
 VIDEO = {"zoom": 1.1, "rotate": 3.0, "fps": 8}
-
-
-def until(predicate, timeout: float = 60, what: str = "a condition", every: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"no {what} after {timeout}s")
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +115,7 @@ def test_handler_checks_the_work_cap_again(svc, photo):
 
 def test_cancel_mid_video_keeps_the_finished_frames(svc, picture):
     job_id = submit_zoom(svc, picture, **{**DREAM, "iterations": 8}, **VIDEO, frames=200)
-    until(lambda: len(stored_frames(svc, job_id)) >= 2, what="two frames")
+    wait_for(lambda: len(stored_frames(svc, job_id)) >= 2, 60, "two frames", every=0.01)
     before = len(stored_frames(svc, job_id))
     assert svc.state.cancel(job_id) == "running"
     job = svc.wait(job_id)
@@ -146,7 +136,7 @@ def test_killed_worker_video_resumes_from_its_stored_frames(svc, picture):
     total = 12
     job_id = submit_zoom(svc, picture, **DREAM, **VIDEO, frames=total, format="webm")
     frame3 = frames_dir(svc, job_id) / "00003.png"
-    until(frame3.exists, what="frame 3")
+    wait_for(frame3.exists, 60, "frame 3", every=0.01)
     victim = int(svc.state.get(job_id).worker.rsplit(":", 1)[1])
     os.kill(victim, signal.SIGKILL)
     next(p for p in svc.procs if p.pid == victim).wait(10)
