@@ -35,6 +35,7 @@ from celery import Celery
 from . import keys
 from .settings import Settings, get_settings
 from .job import FINISHED
+from .queue import lazy_app, make_celery
 from .webhooks import THROTTLED, WebhookRefused, check_url, signed_headers
 
 log = logging.getLogger("dreamq.webhooks")
@@ -215,8 +216,6 @@ def _finished(r: redis.Redis, job_id: str) -> bool:
 
 def create_app(settings: Settings | None = None) -> Celery:
     """The delivery process's Celery app: the shared configuration, on its own queue, with threads."""
-    from .queue import make_celery
-
     settings = settings or get_settings()
     app = make_celery(settings)
     app.conf.update(
@@ -233,10 +232,5 @@ def create_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-def __getattr__(name: str):
-    # ``celery -A shared.delivery`` asks for ``app``: built on first use, as worker/celery.py does.
-    if name == "app":
-        global app
-        app = create_app()
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# `celery -A shared.delivery` finds ``app`` here, built on first use.
+__getattr__ = lazy_app(__name__, create_app)

@@ -7,6 +7,9 @@ id and a dispatch token, never image bytes.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from celery import Celery
 
 from .settings import Settings, get_settings
@@ -61,3 +64,16 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 def enqueue(app: Celery, job_id: str, dispatch: str) -> None:
     app.send_task(TASK, args=[job_id, dispatch], queue=QUEUE)
+
+
+def lazy_app(module: str, create: Callable[[], Celery]):
+    """A module ``__getattr__`` (PEP 562) that builds ``app`` on first use, which is how
+    `celery -A <module>` asks for it; importing the module (as the dreamq commands do) builds none."""
+    build = functools.cache(create)
+
+    def __getattr__(name: str):
+        if name == "app":
+            return build()
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

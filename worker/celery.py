@@ -28,7 +28,7 @@ from celery import Celery, bootsteps
 from celery.exceptions import WorkerShutdown
 from celery.signals import worker_shutdown, worker_shutting_down
 
-from shared.queue import QUEUE, make_celery
+from shared.queue import QUEUE, lazy_app, make_celery
 from shared.settings import Settings, get_settings
 
 from . import tasks
@@ -122,11 +122,5 @@ def create_app(settings: Settings | None = None, device: str | None = None) -> C
     return app
 
 
-def __getattr__(name: str):
-    # ``app`` is built on first use (PEP 562), which is how `celery -A worker` asks for it:
-    # importing create_app (as `dreamq worker` does) builds no second app.
-    if name == "app":
-        global app
-        app = create_app()
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# `celery -A worker` finds ``app`` here, built on first use.
+__getattr__ = lazy_app(__name__, create_app)
