@@ -34,7 +34,9 @@ class Answer:
 
 
 class Receiver:
-    def __init__(self):
+    """``tls``: (certificate file, key file) to answer HTTPS instead of HTTP."""
+
+    def __init__(self, tls: tuple[str, str] | None = None):
         self.requests: list[Received] = []
         self._scripts: dict[str, list[Answer]] = {}
         self._lock = threading.Condition()
@@ -64,6 +66,13 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.scheme = "https" if tls else "http"
+        if tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -76,7 +85,7 @@ class Receiver:
         self.server.server_close()
 
     def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def script(self, path: str, *answers: int | Answer) -> None:
         """Answer the next requests to ``path`` with these (the last one repeats)."""

@@ -287,6 +287,34 @@ def test_the_delivery_connects_to_the_address_it_checked_with_the_name_as_host(d
     assert len(rx.requests_to("/pinned")) == 1  # nothing was sent
 
 
+def test_https_goes_to_the_checked_address_and_verifies_the_certificate_of_the_name(tmp_path, monkeypatch):
+    """TLS to the pinned address: SNI and the certificate check use the URL's name, so a receiver
+    must hold a certificate for that name that the system trusts; a self-signed one is refused."""
+    import subprocess
+
+    from shared.delivery import post
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=hooks.test", "-addext", "subjectAltName=DNS:hooks.test", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    settings = Settings(webhook_allow_private=True, webhook_timeout_s=2)
+    body = json.dumps({"id": "tls"})
+    pinned = lambda host, port: ["127.0.0.1"] if host == "hooks.test" else []  # noqa: E731
+    with Receiver(tls=(str(cert), str(key))) as rx:
+        url = f"https://hooks.test:{rx.port}/tls"
+        refused = post(url, body, signed_headers(SECRET, "msg_t", body), settings, resolve=pinned)
+        assert refused.status is None and "certificate verify failed" in refused.error.lower(), refused.error
+        assert refused.retryable  # as any network error (the receiver may fix its certificate)
+        assert rx.requests_to("/tls") == []
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now the system trusts it (OpenSSL reads this)
+        outcome = post(url, body, signed_headers(SECRET, "msg_t", body), settings, resolve=pinned)
+        assert outcome.ok, outcome.error
+        (got,) = rx.requests_to("/tls")
+        assert got.headers["Host"] == f"hooks.test:{rx.port}" and verified(got) == {"id": "tls"}
+
+
 def test_a_canceled_job_sends_completed(delivery, app, jpeg):
     rx = delivery.receiver
     job = submit(app, jpeg, rx.url("/canceled"), events="start,completed")
