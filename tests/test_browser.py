@@ -63,6 +63,24 @@ def dream_with(browser, fields: dict[str, str]) -> None:
     browser.find_element(By.CSS_SELECTOR, "#dream-form button[type=submit]").click()
 
 
+def watch_job_page(browser, read, timeout: float) -> tuple[str, set, bool]:
+    """Once the form has led to the job page: ``read()`` every 0.1 s until the result shows.
+    Returns (job id, the values read, whether the result showed within ``timeout``)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 15).until(lambda d: "/jobs/" in d.current_url)
+    job_id = browser.current_url.rstrip("/").rsplit("/", 1)[1]
+    seen = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen.add(read())
+        if browser.find_element(By.ID, "result-box").is_displayed():
+            return job_id, seen, True
+        time.sleep(0.1)
+    return job_id, seen, False
+
+
 def test_submit_watch_and_download_in_a_browser(service, web_server, browser, photo, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -76,16 +94,9 @@ def test_submit_watch_and_download_in_a_browser(service, web_server, browser, ph
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "thumb").is_displayed())
     dream_with(browser, {"layers": "block3_conv3=1", "octaves": "2", "iterations": "60"})
 
-    WebDriverWait(browser, 15).until(lambda d: "/jobs/" in d.current_url)
-    job_id = browser.current_url.rstrip("/").rsplit("/", 1)[1]
-    values = set()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        values.add(float(browser.find_element(By.ID, "bar").get_attribute("value") or 0))
-        if browser.find_element(By.ID, "result-box").is_displayed():
-            break
-        time.sleep(0.1)
-    else:
+    job_id, values, shown = watch_job_page(
+        browser, lambda: float(browser.find_element(By.ID, "bar").get_attribute("value") or 0), 120)
+    if not shown:
         pytest.fail(f"no result on the page; bar values {sorted(values)}; logs: {service.read_logs()}")
     moving = sorted(v for v in values if 0 < v < 1)
     assert len(moving) >= 2, f"the progress bar never moved: {sorted(values)}"
@@ -128,16 +139,8 @@ def test_a_zoom_video_from_the_form_plays_in_the_browser(service, web_server, br
         field.send_keys(str(value))
     dream_with(browser, {"layers": "block3_conv3=1", "octaves": "1", "iterations": "2"})
 
-    WebDriverWait(browser, 15).until(lambda d: "/jobs/" in d.current_url)
-    job_id = browser.current_url.rstrip("/").rsplit("/", 1)[1]
-    counts = set()
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        counts.add(browser.find_element(By.ID, "frames-done").text)
-        if browser.find_element(By.ID, "result-box").is_displayed():
-            break
-        time.sleep(0.1)
-    else:
+    job_id, counts, shown = watch_job_page(browser, lambda: browser.find_element(By.ID, "frames-done").text, 180)
+    if not shown:
         pytest.fail(f"no video on the page; frame counts {sorted(counts)}; logs: {service.read_logs()}")
     job = service.state.get(job_id)
     assert job.status == "succeeded" and job.kind == "zoom" and job.params["frames"] == frames
