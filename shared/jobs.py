@@ -212,9 +212,10 @@ class Jobs:
         ParamsError names each bad field).  ``input_png``: the input image, already decoded
         and normalised by the caller (the web does it off its event loop, under its decode
         limits).  ``files``: more input files by role (e.g. ``guide``), stored beside it.
-        ``webhook``: ``{"url", "events_filter"}``, already checked (shared/webhooks.py).  Raises SubmitRefused (``queue_full``, ``client_full``, ``not_queued``) with
-        nothing kept.  ``before_enqueue(job_id)``: called between the record and the message
-        (tests use it to lose the message on purpose).
+        ``webhook``: ``{"url", "events_filter"}``, already checked (shared/webhooks.py).
+        Raises SubmitRefused (``queue_full``, ``client_full``, ``not_queued``) with nothing
+        kept.  ``before_enqueue(job_id)``: called between the record and the message (tests
+        use it to lose the message on purpose).
         """
         spec = get_kind(kind)
         if spec is None:
