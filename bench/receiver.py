@@ -114,3 +114,130 @@ class Receiver:
                 if left <= 0:
                     raise TimeoutError(f"{len(got)} of {count} webhook requests came to {path or 'the receiver'}")
                 self._lock.wait(left)
+
+
+@dataclass
+class Held:
+    """One connection to a DripReceiver: when it opened, and when the sender closed it (None: still open)."""
+
+    path: str
+    opened: float  # time.monotonic()
+    closed: float | None = None
+    finished: bool = False  # the whole answer went out (``hold_s`` passed) before the sender closed
+
+    @property
+    def held_s(self) -> float | None:
+        return None if self.closed is None else self.closed - self.opened
+
+
+class DripReceiver:
+    """A slow receiver on 127.0.0.1: it reads the request, then answers one byte every ``every_s``.
+
+    ``drip="answer"`` drips from the status line on (the headers never end while it drips);
+    ``"body"`` sends the status line and headers at once, then drips a body.  After ``hold_s``
+    (None: never) it sends the rest of its 200 at once.  Each connection is kept as a
+    ``Held``: how long the sender kept it open, and how many were open at once (``max_open``).
+
+        with DripReceiver(every_s=3, hold_s=60) as slow:
+            url = slow.url("/hook")
+    """
+
+    ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+
+    def __init__(self, every_s: float = 1.0, hold_s: float | None = None, drip: str = "answer"):
+        import socket
+
+        assert drip in ("answer", "body")
+        self.every_s, self.hold_s, self.drip = every_s, hold_s, drip
+        self.held: list[Held] = []
+        self.open = self.max_open = 0
+        self._lock = threading.Condition()
+        self._stopping = threading.Event()
+        self._server = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port = self._server.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> "DripReceiver":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import socket
+
+        self._stopping.set()
+        try:
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept (a close alone does not, on Linux)
+        except OSError:
+            pass
+        self._server.close()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        import select
+
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:  # the body (a few KB) follows at once; not needed here
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                request += chunk
+            path = request.split(b" ", 2)[1].decode()
+            held = Held(path, time.monotonic())
+            with self._lock:
+                self.held.append(held)
+                self.open += 1
+                self.max_open = max(self.max_open, self.open)
+                self._lock.notify_all()
+            body = b"ok" * 512
+            answer = self.ANSWER % len(body) + body
+            if self.drip == "body":
+                head = answer.index(b"\r\n\r\n") + 4
+                conn.sendall(answer[:head])
+                answer = answer[head:]
+            try:
+                while answer and not self._stopping.is_set():
+                    if self.hold_s is not None and time.monotonic() - held.opened >= self.hold_s:
+                        conn.sendall(answer)
+                        answer = b""
+                        break
+                    conn.sendall(answer[:1])
+                    answer = answer[1:]
+                    # Until the next byte, watch for the sender hanging up (it reads as EOF).
+                    if select.select([conn], [], [], self.every_s)[0] and not conn.recv(65536):
+                        break
+                if not answer:
+                    held.finished = True
+                    conn.settimeout(30)
+                    conn.recv(1)  # until the sender closes its end
+            except OSError:
+                pass  # reset by the sender
+            finally:
+                with self._lock:
+                    held.closed = time.monotonic()
+                    self.open -= 1
+                    self._lock.notify_all()
+
+    def wait(self, count: int, closed: bool = False, timeout: float = 30) -> list[Held]:
+        """Until ``count`` connections came (and, with ``closed``, were closed); returns them."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                got = [h for h in self.held if not closed or h.closed is not None]
+                if len(got) >= count:
+                    return got
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{len(got)} of {count} connections{' closed' if closed else ''} "
+                                       f"at the drip receiver on port {self.port}")
+                self._lock.wait(left)

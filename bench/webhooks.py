@@ -10,6 +10,14 @@ receiver has read the body.  ``--burst``: that many jobs finish at once, then th
 the delivery threads (DREAMQ_WEBHOOK_CONCURRENCY) are busy together.  The baseline POSTs the same
 kind of signed body straight from this process with shared.delivery.post (resolve, check,
 connect, send, read the answer), with no queue.
+
+    .venv/bin/python -m bench.webhooks slow [--receivers 10] [--every 3] [--hold 60]
+
+Another tenant's webhook beside slow receivers: ``--receivers`` events go to receivers on
+127.0.0.1 that answer one byte every ``--every`` s (the whole answer after ``--hold`` s), then
+one event to a normal receiver; its latency is from its job's finish to the receiver reading it.
+Twice, each with its own Redis and delivery process: the slow receivers on as many origins
+(ports) as events, then all on one origin.
 """
 from __future__ import annotations
 
@@ -33,10 +41,18 @@ def summary(xs: list[float]) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("scenario", nargs="?", choices=["latency", "slow"], default="latency")
     ap.add_argument("--jobs", type=int, default=200)
     ap.add_argument("--burst", type=int, default=20)
+    ap.add_argument("--receivers", type=int, default=10, help="slow: events to slow receivers")
+    ap.add_argument("--every", type=float, default=3.0, help="slow: seconds between two bytes of their answer")
+    ap.add_argument("--hold", type=float, default=60.0, help="slow: seconds until their whole answer is sent")
     args = ap.parse_args()
     print_header()
+    if args.scenario == "slow":
+        for one_origin in (False, True):
+            slow_receivers(args, one_origin)
+        return
 
     from bench.cluster import SAMPLE, Service
     from bench.receiver import Receiver
@@ -95,6 +111,60 @@ def main() -> None:
         print(f"  job finished -> `completed` read by the receiver: p50 {q50:.1f} ms, p95 {q95:.1f} ms")
         print(f"  baseline, a direct signed POST (no queue):       p50 {d50:.1f} ms, p95 {d95:.1f} ms")
         print(f"  ratio queued / direct (p50): {q50 / d50:.1f}")
+    finally:
+        service.stop()
+        server.stop()
+
+
+def slow_receivers(args, one_origin: bool) -> None:
+    """Another tenant's webhook latency beside ``args.receivers`` events to slow receivers."""
+    import contextlib
+
+    from bench.cluster import SAMPLE, Service
+    from bench.receiver import DripReceiver, Receiver
+    from shared.images import encode_png
+    from shared.redis_server import EmbeddedRedis
+    from shared.webhooks import new_secret
+    from web import create_app
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-webhooks-slow-"))
+    server = EmbeddedRedis(tmp / "redis").start()
+    env = {"DREAMQ_WEBHOOK_SECRET": new_secret(), "DREAMQ_WEBHOOK_ALLOW_PRIVATE": "1"}
+    service = Service(server.url, tmp, env)
+    try:
+        with contextlib.ExitStack() as stack:  # the receivers close first: no attempt left hanging at the stop
+            rx = stack.enter_context(Receiver())
+            slow = [stack.enter_context(DripReceiver(every_s=args.every, hold_s=args.hold))
+                    for _ in range(1 if one_origin else args.receivers)]
+            service.start_webhooks()
+            client = create_app(service.settings).test_client()
+            png = encode_png(np.asarray(Image.open(SAMPLE).convert("RGB").resize((128, 128))))
+
+            def event(url: str) -> float:
+                """A job with this webhook, submitted and finished: its `completed` is queued; when it finished."""
+                r = client.post("/api/v1/jobs", content_type="multipart/form-data",
+                                data={"image": (io.BytesIO(png), "p.png"), "webhook": url, "cache": "false"})
+                assert r.status_code == 202, r.get_json()
+                job_id, state = r.get_json()["id"], service.state
+                state.start(job_id, state.get(job_id).dispatch, "bench:1")
+                state.finish(job_id, "bench:1", "succeeded")
+                return state.get(job_id).finished_at
+
+            for i in range(args.receivers):
+                event(slow[i % len(slow)].url(f"/slow/{i}"))
+            time.sleep(0.5)  # their attempts have started
+            finished = event(rx.url("/normal"))
+            (got,) = rx.wait(1, "/normal", timeout=args.hold + 300)
+            latency = got.at - finished
+            closed = [h.held_s for s in slow for h in s.held if h.closed is not None]
+            opened = sum(len(s.held) for s in slow)
+        settings = service.settings
+        where = "1 origin" if one_origin else f"{args.receivers} origins"
+        print(f"{args.receivers} events to receivers answering 1 byte per {args.every:g} s (whole answer after "
+              f"{args.hold:g} s) on {where}, one delivery process of {settings.webhook_concurrency} threads:")
+        print(f"  another tenant's webhook, job finished -> read by its receiver: {latency:.2f} s")
+        print(f"  slow connections by then: {opened} opened, {len(closed)} closed"
+              + (f", held {min(closed):.1f}-{max(closed):.1f} s" if closed else ""), flush=True)
     finally:
         service.stop()
         server.stop()

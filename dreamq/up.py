@@ -86,6 +86,19 @@ def _webhook_secret(data: Path, env: dict[str, str]) -> str:
     return str(path)
 
 
+def _allow_bind_name(host: str, env: dict[str, str]) -> None:
+    """The web answers to the name it was bound by, as it does to localhost and addresses (web/hosts.py)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return
+    except ValueError:
+        pass
+    if host:
+        env["DREAMQ_ALLOWED_HOSTS"] = ",".join(filter(None, [env.get("DREAMQ_ALLOWED_HOSTS", ""), host]))
+
+
 def up(host: str, port: int, workers: int, data_dir: Path | None, web_workers: int = 2) -> int:
     configure_logging()
     env = dict(os.environ)
@@ -110,16 +123,13 @@ def up(host: str, port: int, workers: int, data_dir: Path | None, web_workers: i
         children.append(Child(f"worker {i}", [sys.executable, "-m", "dreamq.cli", "worker"], env=env,
                               group="workers"))
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    _allow_bind_name(host, env)
     web_url = f"http://{shown}:{port}/"
     children.append(Child(
         "web",
-        [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(web_workers),
-         # gevent: an open event stream or a slow client costs a greenlet, not one of 8 threads
-         # (docs/RELIABILITY.md, "Hostile traffic"); headers must arrive within --keep-alive s.
-         "--worker-class", "web.gevent_worker.DeadlineGeventWorker", "--worker-connections", "1000",
-         "--keep-alive", "5", "--timeout", "120", "--graceful-timeout", "10", "--access-logfile", "-",
-         # A process that decoded big images keeps the freed memory: recycle it now and then.
-         "--max-requests", "500", "--max-requests-jitter", "100",
+        # Its settings (gevent, the body deadline, no request-count recycling) are web/gunicorn_conf.py's.
+        [sys.executable, "-m", "gunicorn", "-c", "python:web.gunicorn_conf", "--bind", f"{host}:{port}",
+         "--workers", str(web_workers),
          "web:create_app()"],
         env=env, ready=_web_ready(web_url + "healthz")))
 

@@ -9,10 +9,19 @@ POSTs it.  Neither a GPU worker nor a web request waits on a receiver.
 One attempt: resolve the host again and check every address (shared/webhooks.check_url), then
 connect to the address checked (no second lookup a DNS rebinding could answer), with
 DREAMQ_WEBHOOK_TIMEOUT_S to connect and for each read, no redirect followed, and at most
-MAX_ANSWER_BYTES of the answer read.  A 2xx is delivered.  A network error, 408, 429 or 5xx is
-tried again after DREAMQ_WEBHOOK_RETRY_BASE_S x 4^(n-1), +-20 % jitter (10 s, 40 s, 160 s, 640 s,
-2560 s: six attempts over about an hour), until DREAMQ_WEBHOOK_MAX_ATTEMPTS.  Any other answer
-(a redirect, 4xx) or a refused address fails the event at once: trying again would not help.
+MAX_ANSWER_BYTES of the answer read.  The whole attempt (resolve, connect, TLS, send, read the
+answer) ends at DREAMQ_WEBHOOK_ATTEMPT_S: a receiver that sends a byte now and then resets a
+per-read timeout, never this deadline.  A 2xx is delivered.  A network error (the deadline
+included), 408, 429 or 5xx is tried again after DREAMQ_WEBHOOK_RETRY_BASE_S x 4^(n-1), +-20 %
+jitter (10 s, 40 s, 160 s, 640 s, 2560 s: six attempts over about an hour), until
+DREAMQ_WEBHOOK_MAX_ATTEMPTS.  Any other answer (a redirect, 4xx) or a refused address fails the
+event at once: trying again would not help.
+
+One receiver origin (scheme, host and port) has at most DREAMQ_WEBHOOK_PER_ORIGIN attempts in
+flight, across every delivery process: slots are leases in Redis that expire on their own, so a
+process that dies holding one frees it after the deadline.  An event whose origin is at its share
+does not wait on a thread: its message goes back to the queue for a moment (0.1 s, doubling to
+5 s; not an attempt, not recorded), and the threads serve other receivers meanwhile.
 
 Every attempt is recorded on the job (``webhook``: status, attempts, last_status, last_error,
 and the last attempts) and counted for /metrics, in one Lua script.  Delivery is at least once:
@@ -26,7 +35,11 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
+import threading
 import time
+import uuid
+from urllib.parse import urlsplit
 
 import redis
 import urllib3
@@ -45,6 +58,10 @@ TASK = "dreamq.webhook"
 MAX_ANSWER_BYTES = 4096  # of a receiver's answer: enough for an error message in the log, no more
 HISTORY = 20  # attempts kept on the job record
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+DEFER_S, DEFER_MAX_S = 0.1, 5.0  # an event whose origin is at its share waits this, doubling, then looks again
+# A slot's lease outlives the attempt's deadline by this: the name lookup before the connection
+# is not under the deadline (the system resolver bounds it, at 30 s at worst with glibc's defaults).
+LEASE_MARGIN_S = 30.0
 
 try:
     from importlib.metadata import version as _version
@@ -88,14 +105,25 @@ class Outcome:
 
 
 def post(url: str, body: str, headers: dict[str, str], settings: Settings, resolve=None) -> Outcome:
-    """One attempt: check the URL's addresses again, POST to the one checked, read a bounded answer."""
+    """One attempt: check the URL's addresses again, POST to the one checked, read a bounded answer,
+    all within DREAMQ_WEBHOOK_ATTEMPT_S."""
+    deadline = _Deadline(settings.webhook_attempt_s)
+    try:
+        return _post(url, body, headers, settings, resolve, deadline)
+    finally:
+        deadline.stop()  # its timer, also when no connection was made
+
+
+def _post(url: str, body: str, headers: dict[str, str], settings: Settings, resolve, deadline: _Deadline) -> Outcome:
     try:
         target = check_url(url, allow_private=settings.webhook_allow_private,
                            **({"resolve": resolve} if resolve else {}))
     except WebhookRefused as exc:
         return Outcome(error=str(exc), refused=not exc.temporary)  # a lookup that failed may work later
+    if deadline.left() <= 0:  # the lookup took it all
+        return Outcome(error=deadline.error)
     address = target.addresses[0]
-    timeout = urllib3.Timeout(connect=settings.webhook_timeout_s, read=settings.webhook_timeout_s)
+    timeout = urllib3.Timeout(connect=min(settings.webhook_timeout_s, deadline.left()), read=settings.webhook_timeout_s)
     send_headers = {"Host": target.host_header, "Content-Type": "application/json", "User-Agent": USER_AGENT,
                     **headers}
     if target.username is not None:
@@ -103,23 +131,111 @@ def post(url: str, body: str, headers: dict[str, str], settings: Settings, resol
         send_headers.update(urllib3.util.make_headers(basic_auth=creds))
     if target.scheme == "https":
         # The address is the one checked; the name is what TLS verifies (SNI and the certificate).
-        pool = urllib3.HTTPSConnectionPool(address, target.port, timeout=timeout, retries=False, maxsize=1,
-                                           server_hostname=target.host, assert_hostname=target.host)
+        pool = _HTTPSPool(address, target.port, timeout=timeout, retries=False, maxsize=1, deadline=deadline,
+                          server_hostname=target.host, assert_hostname=target.host)
     else:
-        pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False, maxsize=1)
+        pool = _HTTPPool(address, target.port, timeout=timeout, retries=False, maxsize=1, deadline=deadline)
     try:
         response = pool.urlopen("POST", target.path, body=body.encode(), headers=send_headers, redirect=False,
                                 retries=False, preload_content=False, assert_same_host=False)
         try:
             response.read(MAX_ANSWER_BYTES, decode_content=False)  # bounded: a receiver cannot flood us
+        except urllib3.exceptions.HTTPError:
+            if not deadline.passed:
+                raise
+            # Cut at the deadline after the status line and headers: the receiver did answer, only
+            # the rest of its body was slow; the status stands.
         finally:
             response.release_conn()
         status = response.status
-    except urllib3.exceptions.HTTPError as exc:  # connect/read timeout, refused, reset, TLS
-        return Outcome(error=_describe(exc))
+    except urllib3.exceptions.HTTPError as exc:  # connect/read timeout, refused, reset, TLS, the deadline
+        return Outcome(error=deadline.error if deadline.passed else _describe(exc))
     finally:
+        deadline.stop()  # before the socket closes: the deadline never shuts one that is no longer ours
         pool.close()
     return Outcome(status=status, error=None if 200 <= status < 300 else f"HTTP {status}")
+
+
+class _Deadline:
+    """The end of one attempt.  At it, the attempt's TCP connection is shut down, which ends
+    whatever call waits on it: the TLS handshake, the send, the read of the headers or the body.
+    (urllib3's timeouts bound each read, and a receiver sending a byte now and then resets them.)
+
+    It shuts down a duplicate of the socket that it holds itself: the shutdown reaches the
+    connection, and never a socket that was closed meanwhile and whose number was reused."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.at, self.passed = seconds, time.monotonic() + seconds, False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    @property
+    def error(self) -> str:
+        return f"attempt deadline of {self.seconds:g} s passed"
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def watch(self, sock: socket.socket) -> None:
+        """The attempt's socket, as soon as it is connected."""
+        dup = sock.dup()
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+            self._sock = dup
+            if self.passed:
+                self._shut()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.passed = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by the receiver
+                pass
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+
+class _Watched:
+    """A urllib3 connection that hands its socket to the attempt's deadline once connected."""
+
+    def __init__(self, *args, deadline: _Deadline, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        self._deadline.watch(sock)
+        return sock
+
+
+class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
 
 
 def _describe(exc: Exception) -> str:
@@ -175,10 +291,66 @@ def record(r: redis.Redis, job_id: str, event: str, attempt: int, outcome: Outco
                       time.time(), attempt, HISTORY, outcome.kind, result))
 
 
+# -- one origin's share of the threads ---------------------------------------------------
+
+# KEYS: the origin's slots (a sorted set: token -> when its lease ends, ms, Redis's clock).
+# ARGV: token, slots per origin, lease ms.  Expired leases (a process that died) are dropped
+# first.  Returns 1 if the slot is taken, 0 if the origin is at its share.
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+def origin(url: str) -> str | None:
+    """``scheme://host:port`` of a webhook URL, the unit of a receiver's share; None if it is no URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def take_slot(r: redis.Redis, url: str, settings: Settings) -> tuple[bool, tuple[str, str] | None]:
+    """(may the attempt run now, the slot to give back after it: (key, token), or None)."""
+    where = origin(url)
+    if settings.webhook_per_origin == 0 or where is None:
+        return True, None
+    key, token = keys.webhook_origin(where), uuid.uuid4().hex
+    lease_ms = int((settings.webhook_attempt_s + LEASE_MARGIN_S) * 1000)
+    try:
+        taken = r.eval(_TAKE, 1, key, token, settings.webhook_per_origin, lease_ms)
+    except redis.RedisError as exc:  # the share needs Redis; a delivery does not: send it
+        log.warning("webhook origin %s: could not take a slot, sending anyway: %s", where, exc)
+        return True, None
+    return bool(taken), (key, token) if taken else None
+
+
+def give_slot(r: redis.Redis, slot: tuple[str, str] | None) -> None:
+    if slot is None:
+        return
+    key, token = slot
+    try:
+        r.zrem(key, token)
+    except redis.RedisError as exc:  # the lease expires on its own
+        log.warning("could not give back webhook slot %s: %s", key, exc)
+
+
 # -- the process ---------------------------------------------------------------------------
 
-def deliver(task, job_id: str, event: str, msg_id: str, url: str, body: str) -> str:
-    """The task: one attempt at one event; schedules the next attempt when another may help."""
+def deliver(task, job_id: str, event: str, msg_id: str, url: str, body: str, deferred: int = 0) -> str:
+    """The task: one attempt at one event; schedules the next attempt when another may help.
+
+    ``deferred``: how many times this attempt found its origin at its share (not attempts)."""
     app = task.app
     settings: Settings = app.dreamq_settings
     attempt = task.request.retries + 1
@@ -190,9 +362,22 @@ def deliver(task, job_id: str, event: str, msg_id: str, url: str, body: str) -> 
     if secret is None:  # the submit checked; a delivery process without the secret cannot sign
         outcome = Outcome(error="DREAMQ_WEBHOOK_SECRET is not set in the delivery process", refused=True)
     else:
-        # Dreamq-Event: which event this is (the body is the job, as the API shows it).
-        headers = {**signed_headers(secret, msg_id, body), "Dreamq-Event": event}
-        outcome = post(url, body, headers, settings)
+        may, slot = take_slot(app.dreamq_redis, url, settings)
+        if not may:
+            # Not on a thread: waiting here would hold one of the threads that other receivers need.
+            # The same message (same attempt number) comes back after the countdown.
+            countdown = min(DEFER_MAX_S, DEFER_S * 2 ** deferred) * random.uniform(0.8, 1.2)
+            if deferred == 0:
+                log.info("job %s: webhook %s (%s) waits: %s has %d attempts in flight", job_id, event, msg_id,
+                         origin(url), settings.webhook_per_origin)
+            task.signature_from_request(kwargs={"deferred": deferred + 1}, countdown=countdown).apply_async()
+            return "deferred"
+        try:
+            # Dreamq-Event: which event this is (the body is the job, as the API shows it).
+            headers = {**signed_headers(secret, msg_id, body), "Dreamq-Event": event}
+            outcome = post(url, body, headers, settings)
+        finally:
+            give_slot(app.dreamq_redis, slot)
     again = outcome.retryable and attempt < settings.webhook_max_attempts
     status = "delivered" if outcome.ok else ("retrying" if again else "failed")
     try:
@@ -202,7 +387,8 @@ def deliver(task, job_id: str, event: str, msg_id: str, url: str, body: str) -> 
     log.info("job %s: webhook %s (%s) attempt %d: %s%s", job_id, event, msg_id, attempt,
              outcome.status or outcome.error, "; trying again" if again else "")
     if again:
-        raise task.retry(countdown=retry_delay(attempt, settings), max_retries=None)
+        # kwargs={}: the next attempt waits for a slot afresh (``deferred`` from 0).
+        raise task.retry(kwargs={}, countdown=retry_delay(attempt, settings), max_retries=None)
     return status
 
 
@@ -221,7 +407,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     app.conf.update(
         task_default_queue=QUEUE,
         worker_concurrency=settings.webhook_concurrency,  # threads: a delivery mostly waits on the network
-        # The thread pool has no time limits; an attempt is bounded by its own timeouts.
+        # The thread pool has no time limits; an attempt is bounded by its own deadline.
         task_time_limit=None,
         task_soft_time_limit=None,
         worker_prefetch_multiplier=4,

@@ -6,6 +6,8 @@ ImageError with a code the web maps to a status (415, 413, 422).
 from __future__ import annotations
 
 import io
+import re
+import time
 import warnings
 
 import numpy as np
@@ -13,14 +15,39 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .models import MODELS, dream_octave_shapes, octave_shapes
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageError", "check_size", "declared_pixels", "decode_image", "encode_png"]
+__all__ = ["DEFAULT_DECODE_BUDGET_S", "DEFAULT_MAX_PIXELS", "ImageError", "check_size", "declared_pixels",
+           "decode_image", "encode_png", "jpeg_scans"]
 
 # 40 megapixels: far above any photo we dream, far below what exhausts memory.
 DEFAULT_MAX_PIXELS = 40_000_000
 
+# The formats the API documents (JPEG opens a camera's MPO too).  Pillow's others are decoders no
+# photo needs, and BLP hides a JPEG that its decoder opens by itself, out of reach of the scan
+# count and the CPU budget below.
+FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
+
+# libjpeg decodes every scan a progressive JPEG holds, each a pass over all its blocks however
+# few bytes it has: 2 MB of 13-byte scans at 1448x1448 took 19 s of CPU.  libjpeg's progression
+# writes 10 scans for a colour photo (18 for CMYK), mozjpeg picks its scans among 64 candidates,
+# and libtiff stops a JPEG in a TIFF at 100 (LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER).
+MAX_JPEG_SCANS = 64
+# Segments of all kinds, so the walk that counts scans is itself cheap: a camera's JPEG has a few
+# dozen (an ICC profile in at most 255 APP2 chunks included), a file of 4-byte ones a million.
+MAX_JPEG_SEGMENTS = 2000
+
+# The CPU one decode may take (a thread's CPU, not wall time: a busy machine does not shrink it):
+# a base plus an allowance per megapixel.  A 26 MB progressive 4:4:4 JPEG of 40 Mpx took 1.0 s to
+# decode on a 2-core EPYC VM; 2 s + 0.25 s/Mpx gives it 12 s, more than ten times that.
+DEFAULT_DECODE_BUDGET_S = 2.0
+DECODE_S_PER_MPX = 0.25
+# Pillow feeds the decoder blocks of this many bytes, and the budget is checked before each read:
+# at the worst CPU per byte (2 MB of empty scans) a 16 KiB block took 0.23 s.  No slower for photos.
+DECODE_BLOCK = 16 * 1024
+
 
 class ImageError(ValueError):
-    """A client-side image problem. ``code``: unsupported_image | image_too_large | image_too_small."""
+    """A client-side image problem. ``code``: unsupported_image | image_too_large | image_too_complex |
+    image_too_small."""
 
     def __init__(self, code: str, message: str):
         self.code = code
@@ -61,18 +88,58 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+# The next marker, as libjpeg finds it: 0xFF then a byte that is not 0x00 (a stuffed 0xFF in
+# entropy-coded data), 0xFF (fill) or D0-D7 (a restart marker: no payload, libjpeg reads on).
+# Whatever comes before it is entropy-coded data or garbage that libjpeg skips too.
+_NEXT_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+
+
+def jpeg_scans(data: bytes) -> int:
+    """The number of scans (SOS markers) of the JPEG's first image, counted from its markers without
+    decoding; 0 for anything that is not a JPEG.
+
+    Segments are skipped by their lengths, so bytes FF DA inside one (an EXIF thumbnail's) do not
+    count.  Raises ImageError("image_too_complex") past MAX_JPEG_SCANS scans or MAX_JPEG_SEGMENTS
+    segments; anything else wrong with the file is Pillow's to find.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return 0
+    pos, scans, segments = 2, 0, 0
+    while (found := _NEXT_MARKER.search(data, pos)) is not None:
+        marker, pos = data[found.start() + 1], found.end()
+        if marker == 0xD9:  # EOI: what follows (an MPO's second image) is not decoded
+            break
+        segments += 1
+        if segments > MAX_JPEG_SEGMENTS:
+            raise ImageError("image_too_complex",
+                             f"the JPEG has more than {MAX_JPEG_SEGMENTS} segments (markers); no camera writes so many")
+        if marker == 0x01:  # TEM: no length
+            continue
+        pos += int.from_bytes(data[pos:pos + 2], "big")  # the length counts itself, not the marker
+        if marker == 0xDA:  # SOS: its header, then entropy-coded data up to the next marker
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise ImageError("image_too_complex",
+                                 f"the JPEG has more than {MAX_JPEG_SCANS} scans (each costs a full decoding pass); "
+                                 "cameras write at most a few dozen: re-save it as a baseline or standard "
+                                 "progressive JPEG")
+    return scans
+
+
 def declared_pixels(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     """The pixel count the image's header declares, read without decoding (Image.open is lazy).
 
-    Raises ImageError for an image over ``max_pixels`` or one Pillow cannot identify, so that a
-    bomb is refused before it waits for, or takes, a decode slot.
+    Raises ImageError for an image over ``max_pixels``, one Pillow cannot identify, or a JPEG with
+    more scans than any camera writes, so that a bomb is refused before it waits for, or takes, a
+    decode slot.
     """
     if not data:
         raise ImageError("unsupported_image", "the image is empty (0 bytes)")
+    jpeg_scans(data)  # first: Pillow's own walk to the frame header is slower, in Python
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(io.BytesIO(data), formats=FORMATS) as im:
                 width, height = im.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("image_too_large", f"the image declares more than {max_pixels} pixels") from None
@@ -84,25 +151,51 @@ def declared_pixels(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     return width * height
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> np.ndarray:
+class _BudgetedBytes(io.BytesIO):
+    """The upload as Pillow's decoders read it: once ``start``ed, each read first checks the
+    thread's CPU time.  Pillow decodes as it reads (libjpeg consumes each progressive scan as its
+    bytes arrive), so the decode stops within one block of the budget."""
+
+    deadline: float | None = None
+
+    def start(self, budget_s: float) -> None:
+        self.budget_s, self.deadline = budget_s, time.thread_time() + budget_s
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.deadline is not None and time.thread_time() > self.deadline:
+            raise ImageError("image_too_complex",
+                             f"decoding the image took more than its {self.budget_s:.1f} s of CPU; "
+                             "re-save it as a baseline JPEG or PNG")
+        return super().read(size)
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None,
+                 budget_s: float | None = DEFAULT_DECODE_BUDGET_S) -> np.ndarray:
     """Decode image bytes to an ``(H, W, 3)`` uint8 RGB array, upright per EXIF.
 
     Refuses anything Pillow cannot read, and images whose header declares
     more than ``max_pixels`` (decompression bombs) before decoding them.
     ``max_side`` downscales so that the longer side is at most that many pixels.
+    The decoding may take ``budget_s`` seconds of CPU plus DECODE_S_PER_MPX per megapixel
+    (None: no limit), then ImageError("image_too_complex"); what follows it is bounded by the pixels.
     """
     if not data:
         raise ImageError("unsupported_image", "the image is empty (0 bytes)")
+    jpeg_scans(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            fp = _BudgetedBytes(data)
+            im = Image.open(fp, formats=FORMATS)
             width, height = im.size
             if width * height > max_pixels:
                 raise ImageError(
                     "image_too_large",
                     f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels",
                 )
+            if budget_s is not None:
+                im.decodermaxblock = DECODE_BLOCK
+                fp.start(budget_s + DECODE_S_PER_MPX * width * height / 1e6)
             im.load()  # first frame only, for animations
             ImageOps.exif_transpose(im, in_place=True)  # not a copy: that is one more full image
             im = _to_rgb(im)

@@ -20,6 +20,12 @@ FINISHED = (SUCCEEDED, FAILED, CANCELED)
 JSON_FIELDS = ("params", "progress", "error", "metrics", "warnings", "webhook", "webhook_delivery")
 
 
+def dumps(value: Any) -> str:
+    """JSON as every client parses it: NaN and Infinity raise ValueError here, never reach a reader
+    (Python's json writes them as bare words that JSON.parse refuses)."""
+    return json.dumps(value, allow_nan=False)
+
+
 def is_job_id(value: str) -> bool:
     """Only canonical UUID4 strings are job ids (anything else is a 404, never a path)."""
     try:
@@ -52,10 +58,18 @@ class Job:
     owner: str | None = None  # a hash of the token that created the job (never the token); None: no tokens set
     webhook: dict[str, Any] | None = None  # {"url", "events_filter"}: where its events are POSTed (shared/webhooks.py)
     webhook_delivery: dict[str, Any] = field(default_factory=dict)  # what the deliveries did (shared/delivery.py)
+    # A result-cache hit stores no files: this names the job whose store folder holds them
+    # (always the one that ran, never another hit; shared/cache.py).  None: its own folder.
+    files_from: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def files_id(self) -> str:
+        """The store folder of the job's files: read a job's stored files through this, never ``id``."""
+        return self.files_from or self.id
 
     @classmethod
     def from_redis(cls, raw: dict[bytes, bytes]) -> "Job":

@@ -18,7 +18,6 @@ result cache (shared/cache.py) and webhooks (shared/webhooks.py) subscribe.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -28,7 +27,7 @@ import redis
 from blinker import Namespace
 
 from . import keys
-from .job import CANCELED, FAILED, FINISHED, JSON_FIELDS, QUEUED, Job, is_job_id
+from .job import CANCELED, FAILED, FINISHED, JSON_FIELDS, QUEUED, Job, dumps, is_job_id
 from .kinds import DEFAULT_KIND, get_kind
 
 log = logging.getLogger(__name__)
@@ -154,8 +153,9 @@ return 'ok'
 """
 
 
-# KEYS: job hash, JOBS, QUEUED, the client's set of queued ids.  ARGV: max queued (0: no cap),
-# ttl, id, created_at, enqueued_at, max queued for this client (0: no cap), then field/value pairs.
+# KEYS: job hash, JOBS, QUEUED, the client's set of queued ids, and the owner's index (only for a
+# job with an owner).  ARGV: max queued (0: no cap), ttl, id, created_at, enqueued_at, max queued
+# for this client (0: no cap), then field/value pairs.
 # The client set is pruned here of ids no longer queued (started, canceled, expired), so the
 # scripts that move jobs need not know about clients.  1: saved; 0: queue full; -1: client full.
 _SAVE_NEW = """
@@ -175,7 +175,27 @@ if per_client > 0 then
   redis.call('ZADD', KEYS[4], ARGV[5], ARGV[3])
   redis.call('EXPIRE', KEYS[4], ARGV[2])
 end
+if KEYS[5] then
+  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[3])
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (tonumber(ARGV[4]) - tonumber(ARGV[2])))
+  redis.call('EXPIRE', KEYS[5], ARGV[2])
+end
 return 1
+"""
+
+
+# KEYS: keys.SHARED_FILES, JOBS.  ARGV: now, cutoff (now - TTL).  Takes the folders no live hit reads any
+# more out of keys.SHARED_FILES (at most 1000 a call) and returns those whose own job has expired too;
+# one whose job still lives is left to that job's expiry (``expired``).  One script: a folder is
+# handed out once, whichever worker sweeps.
+_UNSHARED = """
+local out = {}
+for _, f in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)) do
+  local own = redis.call('ZSCORE', KEYS[2], f)
+  if not own or tonumber(own) <= tonumber(ARGV[2]) then table.insert(out, f) end
+  redis.call('ZREM', KEYS[1], f)
+end
+return out
 """
 
 
@@ -199,6 +219,7 @@ class Jobs:
         self._requeue = client.register_script(_REQUEUE)
         self._redispatch = client.register_script(_REDISPATCH)
         self._save_new = client.register_script(_SAVE_NEW)
+        self._unshared = client.register_script(_UNSHARED)
 
     # -- submitting --------------------------------------------------------------
 
@@ -272,40 +293,48 @@ class Jobs:
         ``max_per_client``, only while that client has fewer queued.  Both are checked in the
         same script as the write, so concurrent submissions cannot overshoot either cap.
         """
-        mapping = {"id": job.id, "kind": job.kind, "status": job.status, "params": json.dumps(job.params),
+        mapping = {"id": job.id, "kind": job.kind, "status": job.status, "params": dumps(job.params),
                    "created_at": job.created_at, "enqueued_at": job.enqueued_at, "attempts": 0,
                    "dispatch": job.dispatch, "input_url": job.input_url or "", "progress": "{}", "metrics": "{}",
-                   "warnings": json.dumps(job.warnings)}
+                   "warnings": dumps(job.warnings)}
         if job.owner:
             mapping["owner"] = job.owner
         if job.webhook:
-            mapping["webhook"] = json.dumps(job.webhook)
+            mapping["webhook"] = dumps(job.webhook)
         per_client = max_per_client if client is not None else 0
         args: list[Any] = [max_queued, self.ttl_s, job.id, job.created_at, job.enqueued_at, per_client]
         for k, v in mapping.items():
             args += [k, v]
         script_keys = [keys.job(job.id), keys.JOBS, keys.QUEUED_JOBS, keys.client_queued(client or "")]
+        if job.owner:
+            script_keys.append(keys.owner_jobs(job.owner))
         return {1: "ok", 0: "queue_full", -1: "client_full"}[int(self._save_new(keys=script_keys, args=args))]
 
     def save_finished(self, job: Job) -> None:
         """Write a job that is born finished (a result-cache hit, shared/cache.py): its record with
         the job TTL and its listing entry, in one transaction.  No queue, no message, no caps; the
-        caller stores its files first and sends the signals after."""
-        mapping = {"id": job.id, "kind": job.kind, "status": job.status, "params": json.dumps(job.params),
+        caller stores its files (or shares another job's: ``files_from``, ``share_files``) first
+        and sends the signals after."""
+        mapping = {"id": job.id, "kind": job.kind, "status": job.status, "params": dumps(job.params),
                    "created_at": job.created_at, "enqueued_at": job.enqueued_at or job.created_at,
                    "started_at": job.started_at or job.created_at, "finished_at": job.finished_at or job.created_at,
                    "attempts": job.attempts, "dispatch": job.dispatch or "", "input_url": job.input_url or "",
                    "result_url": job.result_url or "", "preview_url": job.preview_url or "",
-                   "progress": json.dumps(job.progress), "metrics": json.dumps(job.metrics),
-                   "warnings": json.dumps(job.warnings), "error": ""}
+                   "progress": dumps(job.progress), "metrics": dumps(job.metrics),
+                   "warnings": dumps(job.warnings), "error": ""}
         if job.owner:
             mapping["owner"] = job.owner
         if job.webhook:
-            mapping["webhook"] = json.dumps(job.webhook)
+            mapping["webhook"] = dumps(job.webhook)
+        if job.files_from:
+            mapping["files_from"] = job.files_from
         with self.r.pipeline() as p:
             p.hset(keys.job(job.id), mapping=mapping)
             p.expire(keys.job(job.id), self.ttl_s)
             p.zadd(keys.JOBS, {job.id: job.created_at})
+            if job.owner:
+                p.zadd(keys.owner_jobs(job.owner), {job.id: job.created_at})
+                p.expire(keys.owner_jobs(job.owner), self.ttl_s)
             p.execute()
 
     # -- reading -------------------------------------------------------------------
@@ -338,22 +367,32 @@ class Jobs:
     def queue_depth(self) -> int:
         return self.r.zcard(keys.QUEUED_JOBS)
 
-    def list(self, limit: int = 20, before: float | None = None) -> list[Job]:
-        """Newest first; ``before`` is the created_at of the last job of the previous page."""
-        hi = f"({before}" if before is not None else "+inf"
-        ids = self.r.zrevrangebyscore(keys.JOBS, hi, "-inf", start=0, num=limit)
-        jobs = []
-        for raw_id in ids:
-            job = self.get(raw_id.decode())
-            if job is None:
-                self.r.zrem(keys.JOBS, raw_id)  # expired record
+    def list(self, limit: int = 20, before: float | None = None, owner: str | None = None) -> list[Job]:
+        """Newest first; ``before`` is the created_at of the last job of the previous page.
+
+        ``owner``: only that owner's jobs, from its own index, so that a page costs O(page)
+        however many jobs others have.  The records are read in one round trip."""
+        index = keys.owner_jobs(owner) if owner is not None else keys.JOBS
+        hi = f"({before!r}" if before is not None else "+inf"
+        ids = [i.decode() for i in self.r.zrevrangebyscore(index, hi, "-inf", start=0, num=limit)]
+        with self.r.pipeline(transaction=False) as p:
+            for job_id in ids:
+                p.hgetall(keys.job(job_id))
+            records = p.execute()
+        jobs, gone = [], []
+        for job_id, raw in zip(ids, records):
+            if raw:
+                jobs.append(Job.from_redis(raw))
             else:
-                jobs.append(job)
+                gone.append(job_id)
+        if gone and owner is not None:  # expired records: their owner's entries go now
+            self.r.zrem(index, *gone)  # (the shared index keeps them: the expiry sweep finds their files there)
         return jobs
 
-    def count_before(self, created_at: float) -> int:
-        """How many jobs were created before ``created_at`` (is there a next page?)."""
-        return self.r.zcount(keys.JOBS, "-inf", f"({created_at!r}")
+    def count_before(self, created_at: float, owner: str | None = None) -> int:
+        """How many jobs (of ``owner``, if given) were created before ``created_at`` (is there a next page?)."""
+        index = keys.owner_jobs(owner) if owner is not None else keys.JOBS
+        return self.r.zcount(index, "-inf", f"({created_at!r}")
 
     # -- transitions ---------------------------------------------------------------
     # Each returns what the script saw or did; see the scripts above.
@@ -402,7 +441,7 @@ class Jobs:
         """Set fields of a job while ``worker`` runs it: ``ok``, else the status seen."""
         args: list[Any] = [worker]
         for k, v in fields.items():
-            args += [k, json.dumps(v) if k in JSON_FIELDS else ("" if v is None else v)]
+            args += [k, dumps(v) if k in JSON_FIELDS else ("" if v is None else v)]
         outcome = self._update(keys=[keys.job(job_id)], args=args).decode()
         if outcome == "ok" and "progress" in fields:
             job_progress.send(self, job_id=job_id, progress=fields["progress"])
@@ -424,10 +463,10 @@ class Jobs:
         if "precision" in fields:  # what really ran, which may differ from what was asked
             metrics["precision"] = fields.pop("precision")
         metrics.update(fields.pop("metrics", None) or {})  # a kind's own figures (e.g. frames_resumed)
-        args: list[Any] = [worker, job_id, "status", status, "finished_at", now, "metrics", json.dumps(metrics),
-                           "error", json.dumps(error) if error else ""]
+        args: list[Any] = [worker, job_id, "status", status, "finished_at", now, "metrics", dumps(metrics),
+                           "error", dumps(error) if error else ""]
         for k, v in fields.items():
-            args += [k, json.dumps(v) if k in JSON_FIELDS else v]
+            args += [k, dumps(v) if k in JSON_FIELDS else v]
         outcome = self._finish(keys=[keys.job(job_id), keys.RUNNING_JOBS], args=args).decode()
         if outcome == "ok":
             self.r.expire(keys.job(job_id), self.ttl_s)
@@ -438,7 +477,7 @@ class Jobs:
         """Put a running job whose worker died (or stops) back in the queue; returns (outcome,
         new dispatch token).  ``queued``: send the token; ``failed``: it had ``max_attempts``."""
         token = uuid.uuid4().hex
-        error = json.dumps({"code": "worker_lost",
+        error = dumps({"code": "worker_lost",
                             "message": f"the worker running this job was lost {max_attempts} times; giving up"})
         outcome = self._requeue(keys=[keys.job(job_id), keys.QUEUED_JOBS, keys.RUNNING_JOBS],
                                 args=[worker, token, time.time(), max_attempts, job_id, error]).decode()
@@ -489,8 +528,29 @@ class Jobs:
         cutoff = (now or time.time()) - self.ttl_s
         return [i.decode() for i in self.r.zrangebyscore(keys.JOBS, "-inf", cutoff)]
 
+    # Store folders shared by result-cache hits (shared/cache.py): keys.SHARED_FILES scores each folder
+    # with the latest expiry (created_at + TTL, the sweep's clock) of the hits that read it.
+
+    def share_files(self, folder: str, until: float) -> None:
+        """Keep the store folder ``folder`` (a job id) at least until ``until``: a hit reads it."""
+        self.r.zadd(keys.SHARED_FILES, {folder: until}, gt=True)  # GT: a later hit only ever extends
+
+    def files_shared(self, folder: str, now: float | None = None) -> bool:
+        """Whether a live hit still reads ``folder`` (its own job's expiry must not delete it)."""
+        until = self.r.zscore(keys.SHARED_FILES, folder)
+        return until is not None and until > (now or time.time())
+
+    def unshared_files(self, now: float | None = None) -> list[str]:
+        """Shared folders whose last hit and own job have both expired (to delete now); each is
+        returned once."""
+        now = now or time.time()
+        return [f.decode() for f in self._unshared(keys=[keys.SHARED_FILES, keys.JOBS], args=[now, now - self.ttl_s])]
+
     def forget(self, job_id: str) -> None:
+        owner = self.r.hget(keys.job(job_id), "owner")
         with self.r.pipeline() as p:
+            if owner:
+                p.zrem(keys.owner_jobs(owner.decode()), job_id)
             p.delete(keys.job(job_id))
             p.zrem(keys.JOBS, job_id)
             p.zrem(keys.QUEUED_JOBS, job_id)

@@ -11,6 +11,9 @@ PREFIX = "dreamq"
 JOBS = f"{PREFIX}:jobs"  # id -> created_at (listing, expiry)
 QUEUED_JOBS = f"{PREFIX}:queued"  # id -> when its current message was sent (position, depth, stranded jobs)
 RUNNING_JOBS = f"{PREFIX}:running"  # id -> started_at (lost-worker detection)
+# Result-cache hits share the store folder of the job that ran (shared/cache.py): folder (job id) ->
+# the latest expiry of a hit reading it.
+SHARED_FILES = f"{PREFIX}:files:shared"
 
 # Worker heartbeats: the set of ids, and one expiring JSON record per worker.
 WORKERS = f"{PREFIX}:workers"
@@ -29,6 +32,12 @@ LIMITS = f"{PREFIX}:limits"
 def job(job_id: str) -> str:
     """The job record: a hash (shared/job.py)."""
     return f"{PREFIX}:job:{job_id}"
+
+
+def owner_jobs(owner: str) -> str:
+    """One owner's jobs: id -> created_at, so that an owner's listing costs O(page), not O(all jobs).
+    Entries of expired records are pruned as they are met, and by age at each new job."""
+    return f"{PREFIX}:owner:{owner}:jobs"
 
 
 def worker(worker_id: str) -> str:
@@ -69,3 +78,8 @@ WEBHOOK_DELIVERIES = f"{STATS}:webhook:deliveries"  # hash result -> count (deli
 def webhook_throttle(job_id: str, event: str) -> str:
     """Set while a throttled event (progress, output) of the job was queued lately."""
     return f"{PREFIX}:webhook:throttle:{job_id}:{event}"
+
+
+def webhook_origin(origin: str) -> str:
+    """The delivery attempts in flight to one receiver origin: a sorted set of leases (shared/delivery.py)."""
+    return f"{PREFIX}:webhook:origin:{origin}"

@@ -6,13 +6,14 @@ worker receives the already-effective values from the job record.
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .models import DEFAULT_MODEL, MODELS
 
-__all__ = ["DreamParams", "ParamsError", "parse_params", "parse_layers", "validate"]
+__all__ = ["DreamParams", "ParamsError", "echo", "parse_params", "parse_layers", "validate"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,6 +30,13 @@ class ParamsError(ValueError):
         super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
 
 
+def echo(value: Any, limit: int = 40) -> str:
+    """A client's value quoted in an error, cut to ``limit`` characters: an error never costs
+    more than the request that caused it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def parse_layers(value: Any) -> dict[str, float]:
     """Accept ``{"mixed4": 1.0}`` or the CLI/form spelling ``"mixed4=1.0,mixed5=1.5"``."""
     if isinstance(value, dict):
@@ -40,13 +48,13 @@ def parse_layers(value: Any) -> dict[str, float]:
         name, sep, weight = part.partition("=")
         name = name.strip()
         if not name:
-            raise ValueError(f"{part!r} has no layer name")
+            raise ValueError(f"{echo(part)} has no layer name")
         if name in layers:
-            raise ValueError(f"layer {name!r} given twice")
+            raise ValueError(f"layer {echo(name)} given twice")
         try:
             layers[name] = float(weight) if sep else 1.0
         except ValueError:
-            raise ValueError(f"weight {weight!r} of layer {name!r} is not a number") from None
+            raise ValueError(f"weight {echo(weight)} of layer {echo(name)} is not a number") from None
     return layers
 
 
@@ -98,7 +106,7 @@ class DreamParams(BaseModel):
     @classmethod
     def _known_model(cls, v: str) -> str:
         if v not in MODELS:
-            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(MODELS)}")
+            raise ValueError(f"unknown model {echo(v)}; choose one of {', '.join(MODELS)}")
         return v
 
     @field_validator("layers", mode="before")
@@ -110,22 +118,37 @@ class DreamParams(BaseModel):
     def _check_against_model(self) -> "DreamParams":
         spec = MODELS[self.model]
         if self.preset is not None and self.preset not in spec.presets:
-            raise ValueError(f"preset: unknown preset {self.preset!r} for {self.model}; choose one of {', '.join(spec.presets)}")
+            raise ValueError(f"preset: unknown preset {echo(self.preset)} for {self.model}; choose one of {', '.join(spec.presets)}")
         if not self.layers:
             raise ValueError("layers: give at least one layer")
         for name, weight in self.layers.items():
             if name not in spec.layers:
-                raise ValueError(f"layers: unknown layer {name!r} for {self.model}; choose from {', '.join(spec.layers)}")
+                raise ValueError(f"layers: unknown layer {echo(name)} for {self.model}; choose from {', '.join(spec.layers)}")
             if not math.isfinite(weight):
-                raise ValueError(f"layers: weight of {name!r} must be a finite number")
+                raise ValueError(f"layers: weight of {echo(name)} must be a finite number")
+        for name in type(self).model_fields:  # the worker computes in float32: 1e308 is finite only here
+            value = getattr(self, name)
+            if isinstance(value, float) and not _fits_float32(value):
+                raise ValueError(f"{name}: {value:g} is beyond float32 (at most about 3.4e38)")
+        for name, weight in self.layers.items():
+            if not _fits_float32(weight):
+                raise ValueError(f"layers: weight of {echo(name)} ({weight:g}) is beyond float32 (at most about 3.4e38)")
         if self.guide_layer is not None and self.guide_layer not in spec.layers:
-            raise ValueError(f"guide_layer: unknown layer {self.guide_layer!r} for {self.model}; "
+            raise ValueError(f"guide_layer: unknown layer {echo(self.guide_layer)} for {self.model}; "
                              f"choose from {', '.join(spec.layers)}")
         # Tiles are at least half tile_size wide; each must be big enough for the layers.
         need = spec.min_side_for([*self.layers, *filter(None, [self.guide_layer])])
         if self.tile_size is not None and self.tile_size < 2 * need:
             raise ValueError(f"tile_size: must be at least {2 * need} for these layers of {self.model}")
         return self
+
+
+def _fits_float32(value: float) -> bool:
+    """Whether ``value`` stays finite as float32 (the worker's dtype)."""
+    try:
+        return math.isfinite(struct.unpack("f", struct.pack("f", value))[0])
+    except OverflowError:  # some Pythons refuse to pack it rather than round it to inf
+        return False
 
 
 def validate(model: type[M], data: dict[str, Any]) -> M:

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     api_tokens: Annotated[list[str], NoDecode] = []
     rate_limit_per_minute: int = Field(0, ge=0)  # submissions per client per minute; 0: off
     proxy_hops: int = Field(0, ge=0)  # reverse proxies in front of the web to trust X-Forwarded-* from
+    # Host names the web answers besides localhost and IP addresses (web/hosts.py: DNS rebinding).
+    allowed_hosts: Annotated[list[str], NoDecode] = []
     events_max_s: float = Field(300.0, gt=0)  # an SSE stream ends after this; EventSource reconnects
     # Uploads: Werkzeug's own multipart limits, set explicitly so a 413 can name the one hit.
     max_form_parts: int = Field(100, ge=1)  # multipart parts (fields + files) per request
@@ -66,7 +68,13 @@ class Settings(BaseSettings):
     # 8 hostile uploads against 2 processes peaked at 0.98 GB a process with 1, 1.38 GB with 2.
     max_decodes: int = Field(1, ge=1)
     decode_wait_s: float = Field(10.0, ge=0)  # an upload waits this long for a decode slot, then 503
+    # CPU seconds one upload's decoding may take, plus 0.25 s per megapixel (shared/images.py), then
+    # 422 image_too_complex: 12 s for 40 Mpx, ten times what the busiest 40 Mpx JPEG took.
+    decode_budget_s: float = Field(2.0, gt=0)
     max_queued_per_client: int = Field(0, ge=0)  # queued jobs per client (keyed like the rate limit); 0: off
+    # The result cache (shared/cache.py) answers each owner (token) from its own jobs only; true shares
+    # it across owners (a public deployment: a hit then tells that someone already sent the photo).
+    cache_shared: bool = False
 
     # Webhooks (shared/webhooks.py, shared/delivery.py).  Deliveries are signed with the secret
     # (Standard Webhooks: "whsec_" + base64 of 24-64 random bytes); without one, a submit that
@@ -76,6 +84,11 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(6, ge=1, le=20)  # per event, the first one included
     webhook_retry_base_s: float = Field(10.0, gt=0)  # the wait before the 2nd attempt; x4 each time after
     webhook_timeout_s: float = Field(5.0, gt=0, le=30)  # to connect, and for each read of the answer
+    # The whole of one attempt (resolve, connect, send, read the answer): a receiver that sends a byte
+    # now and then resets the per-read timeout above, never this.
+    webhook_attempt_s: float = Field(15.0, gt=0, le=300)
+    # Attempts in flight to one receiver origin (scheme, host, port), across delivery processes; 0: no limit.
+    webhook_per_origin: int = Field(2, ge=0)
     webhook_progress_interval_s: float = Field(5.0, ge=0)  # at most one progress (and one output) event per job per this
     webhook_concurrency: int = Field(8, ge=1)  # deliveries in flight per delivery process
 
@@ -84,7 +97,7 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(10, ge=1)  # failed logins per address per window, then 429
     login_window_s: int = Field(300, ge=1)
 
-    @field_validator("models", "plugins", "api_tokens", "admin_tokens", mode="before")
+    @field_validator("models", "plugins", "api_tokens", "admin_tokens", "allowed_hosts", mode="before")
     @classmethod
     def _comma_list(cls, v):
         if isinstance(v, str):

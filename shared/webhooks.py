@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 from standardwebhooks import Webhook
 
 from . import keys
-from .job import QUEUED, job_json
+from .job import QUEUED, dumps, job_json
 from .jobs import job_finished, job_output, job_progress, job_started
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def notify(jobs, job_id: str, event: str, throttle_s: float = 0.0) -> bool:
     job = jobs.get(job_id)
     if job is None or jobs.celery is None:
         return False
-    body = json.dumps(job_json(job, jobs.queue_position(job_id) if job.status == QUEUED else None))
+    body = dumps(job_json(job, jobs.queue_position(job_id) if job.status == QUEUED else None))
     from .delivery import send  # here: it imports Celery, which the rest of this module does not need
 
     send(jobs.celery, job_id, event, f"msg_{uuid.uuid4().hex}", hook["url"], body)

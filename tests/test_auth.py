@@ -27,7 +27,8 @@ def bearer(token: str) -> dict:
 
 @pytest.fixture
 def app(clean_redis, redis_url, tmp_path):
-    return make_app(redis_url, tmp_path, api_tokens=[ALICE, BOB], admin_tokens=[ADMIN], login_max_failures=3)
+    return make_app(redis_url, tmp_path, api_tokens=[ALICE, BOB], admin_tokens=[ADMIN], login_max_failures=3,
+                    allowed_hosts=["dreamq.example"])  # the cookie test serves that name too
 
 
 @pytest.fixture

@@ -104,6 +104,18 @@ def _with_real(case, real: dict):
 # Schemathesis' own pytest loader (from_fixture) does not run under pytest 9, so each operation is
 # one pytest case driving a Hypothesis test over the operation's strategy: valid inputs (positive)
 # and invalid ones (negative: wrong types, missing fields, values out of range).
+@pytest.fixture(autouse=True)
+def same_draws_in_any_process(monkeypatch):
+    """Hypothesis mixes literals from every loaded module of ours into its draws, so `derandomize`
+    gave other examples in a process that had run other tests first (pytest-xdist), and one of
+    those hit a schemathesis generator error.  Without them the examples depend on the spec alone."""
+    from hypothesis.internal.conjecture import providers
+
+    monkeypatch.setattr(providers, "_get_local_constants", lambda: providers.Constants(
+        integers=providers.SortedSet(), floats=providers.SortedSet(key=providers.float_to_int),
+        bytes=providers.SortedSet(), strings=providers.SortedSet()))
+
+
 @pytest.mark.parametrize("label,mode", _cases())
 def test_fuzz_the_openapi_contract(api_schema, fuzz_server, label, mode):
     from hypothesis import given
@@ -125,7 +137,13 @@ def test_fuzz_the_openapi_contract(api_schema, fuzz_server, label, mode):
         response = case.call_and_validate(checks=CHECKS, timeout=15)
         calls.append(response.status_code)
 
-    fuzz()
+    try:
+        fuzz()
+    except ValueError as exc:
+        # schemathesis' negative generator cannot mutate a multipart `binary` part in some draws
+        # (its own error, raised before any request); the examples before it were checked.
+        if not str(exc).startswith("Unsupported type: 'Binary'") or len(calls) < min(EXAMPLES, 10):
+            raise
     assert calls and all(code < 500 for code in calls), calls
     for code in calls:
         STATS[code] = STATS.get(code, 0) + 1

@@ -106,7 +106,7 @@ def test_slow_headers_and_slow_bodies_are_cut_off(base):
     headers = socket.create_connection((host, port))
     headers.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
     body = socket.create_connection((host, port))
-    body.sendall(b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+    body.sendall(b"POST /api/v1/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=x\r\n"
                  b"Content-Length: 19000000\r\n\r\n--x\r\n")
     t0 = time.monotonic()
     try:
@@ -123,3 +123,21 @@ def test_slow_headers_and_slow_bodies_are_cut_off(base):
         headers.close()
         body.close()
     assert requests.get(base + "/healthz", timeout=5).status_code == 200
+
+
+def test_the_progressive_scan_bomb_is_refused_quickly_as_image_and_as_guide(base):
+    # Issue 19: 2 MB declaring 1448x1448 (no decode slot), its scans repeated thousands of times,
+    # held a core for ~20 s per upload; six at once starved the web.
+    bomb = hostile.scan_bomb()
+    for field in ("image", "guide"):  # the default kind takes a guide
+        files = {"image": ("p.png", hostile.small_png(), "image/png"), field: ("bomb.jpg", bomb, "image/jpeg")}
+        t0 = time.monotonic()
+        r = requests.post(base + "/api/v1/jobs", files=files, data=hostile.SUBMIT_FORM, timeout=10)
+        assert time.monotonic() - t0 < 3 and r.status_code == 422, (r.status_code, r.text[:500])
+        error = r.json()["error"]
+        assert error["code"] == "image_too_complex" and "scans" in error["fields"][field], error
+    # Six clients sending it for 3 s: each upload costs the web next to nothing, and nothing starves.
+    figures = hostile.scan_attacks(base, concurrent=6, hold=3, timeout=10)
+    assert figures["worst_upload_cpu_s"] < 1, figures
+    assert {status for counts in figures["uploads"].values() for status in counts} == {422}, figures
+    _not_starved(figures)

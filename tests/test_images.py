@@ -1,10 +1,14 @@
 """Every image a person might upload decodes to RGB, or fails with a clear error."""
 import io
+import struct
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bench.hostile import scan_bomb
+from shared import images
 from shared.images import ImageError, check_size, decode_image, encode_png
 from shared.models import dream_octave_shapes, octave_shapes
 from shared.params import parse_params
@@ -110,3 +114,96 @@ def test_max_side_downscales_keeping_aspect(photo):
 
 def test_png_round_trip(photo):
     assert np.array_equal(decode_image(encode_png(photo)), photo)
+
+
+# -- work bounded, not only pixels (issue 19): JPEG scans counted from the markers, a CPU budget per decode
+
+@pytest.mark.parametrize("mode,scans", [("RGB", 10), ("L", 6), ("CMYK", 18)])
+def test_progressive_jpegs_as_encoders_write_them_pass_the_scan_count(photo, mode, scans):
+    data = _encode(Image.fromarray(photo).convert(mode), "JPEG", progressive=True)
+    assert images.jpeg_scans(data) == scans <= images.MAX_JPEG_SCANS
+    assert images.declared_pixels(data) == 512 * 512
+    assert decode_image(data).shape == (512, 512, 3)
+    assert images.jpeg_scans(_encode(Image.fromarray(photo), "JPEG")) == 1  # baseline
+    assert images.jpeg_scans(_encode(Image.fromarray(photo), "PNG")) == 0  # not a JPEG
+
+
+def test_the_scan_bomb_is_a_valid_jpeg_that_libjpeg_decodes():
+    # Small enough to decode here: the bomb's extra scans leave the picture as it was.
+    bomb = scan_bomb(side=128, size=30_000)
+    plain = bomb[:bomb.index(b"\xff\xc4\x00\x14\x13")] + b"\xff\xd9"
+    assert images.jpeg_scans(plain) == 10 and len(bomb) > 29_000
+    with Image.open(io.BytesIO(bomb)) as im, Image.open(io.BytesIO(plain)) as expected:
+        assert np.array_equal(np.asarray(im), np.asarray(expected))
+
+
+def test_a_progressive_scan_bomb_is_refused_from_its_markers_before_decoding():
+    bomb = scan_bomb()  # 2 MB declaring 1448x1448: 19 s of CPU to decode before issue 19
+    for check in (images.declared_pixels, decode_image):
+        t0 = time.process_time()
+        with pytest.raises(ImageError) as err:
+            check(bomb)
+        assert time.process_time() - t0 < 0.5
+        assert err.value.code == "image_too_complex" and err.value.field == "image"
+        assert f"more than {images.MAX_JPEG_SCANS} scans" in str(err.value)
+
+
+def _with_segment(jpeg: bytes, marker: int, payload: bytes) -> bytes:
+    """``jpeg`` with a segment inserted after SOI."""
+    return jpeg[:2] + bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def test_scan_markers_inside_segments_do_not_count(photo):
+    jpeg = _encode(Image.fromarray(photo), "JPEG")
+    # An EXIF thumbnail or a comment may hold FF DA: skipped by the segment's length, not counted.
+    data = _with_segment(_with_segment(jpeg, 0xE1, b"Exif\0\0" + b"\xff\xda\x00\x08" * 500), 0xFE, b"\xff\xda" * 100)
+    assert images.jpeg_scans(data) == 1
+    assert decode_image(data).shape == (512, 512, 3)
+    # What follows EOI (an MPO's second image, trailing garbage) is not decoded: not counted either.
+    assert images.jpeg_scans(jpeg + scan_bomb(side=64, size=5_000)) == 1
+
+
+def test_a_jpeg_of_countless_segments_is_refused_quickly(photo):
+    jpeg = _encode(Image.fromarray(photo), "JPEG")
+    data = jpeg[:2] + b"\xff\xfe\x00\x02" * 1_000_000 + jpeg[2:]  # 4 MB of empty comments
+    t0 = time.process_time()
+    with pytest.raises(ImageError) as err:
+        images.declared_pixels(data)
+    assert time.process_time() - t0 < 0.5
+    assert err.value.code == "image_too_complex" and f"more than {images.MAX_JPEG_SEGMENTS} segments" in str(err.value)
+
+
+def test_the_decode_budget_stops_a_slow_decode(monkeypatch):
+    # Were the scans not counted, the CPU budget would still stop the bomb (here after 0.1 s plus
+    # 0.5 s for its 2.1 Mpx) well before the 19 s its decoding takes.
+    monkeypatch.setattr(images, "MAX_JPEG_SCANS", 10**9)
+    monkeypatch.setattr(images, "MAX_JPEG_SEGMENTS", 10**9)
+    t0 = time.process_time()
+    with pytest.raises(ImageError) as err:
+        decode_image(scan_bomb(), budget_s=0.1)
+    assert time.process_time() - t0 < 3
+    assert err.value.code == "image_too_complex" and "0.6 s of CPU" in str(err.value)
+
+
+def test_a_big_photo_decodes_well_within_its_budget():
+    # 24 Mpx of a busy progressive JPEG, as a camera's: its budget is 2 s + 0.25 s per Mpx (8 s).
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 256, (500, 750, 3), dtype=np.uint8))
+    data = _encode(small.resize((6000, 4000), Image.BICUBIC), "JPEG", quality=95, progressive=True, subsampling=0)
+    t0 = time.process_time()
+    assert decode_image(data, max_side=1024).shape == (683, 1024, 3)
+    assert time.process_time() - t0 < images.DEFAULT_DECODE_BUDGET_S + images.DECODE_S_PER_MPX * 24
+
+
+def test_only_the_documented_formats_are_opened(photo):
+    # A BLP texture wraps a JPEG that Pillow decodes by itself: the scan bomb inside it would pass
+    # both the scan count and the budget.  No photo is a BLP: refused from its signature.
+    bomb = scan_bomb(size=20_000)
+    header = b"BLP1" + struct.pack("<iIIIii", 0, 0, 1448, 1448, 5, 0)
+    blp = header + struct.pack("<16I", 28 + 128 + 4, *[0] * 15) + struct.pack("<17I", len(bomb), *[0] * 16) + bomb
+    assert Image.open(io.BytesIO(blp)).format == "BLP"
+    for data in (blp, _encode(Image.fromarray(photo), "ICO"), _encode(Image.fromarray(photo), "PPM")):
+        for check in (images.declared_pixels, decode_image):
+            with pytest.raises(ImageError) as err:
+                check(data)
+            assert err.value.code == "unsupported_image"

@@ -1,6 +1,7 @@
 """Webhooks: SSRF refusals at submit, Standard Webhooks signatures that the `standardwebhooks`
 library verifies, and real deliveries: a `dreamq webhooks` process POSTing to a real HTTP receiver
-on 127.0.0.1, with retries, the record of each attempt on the job, and /metrics.
+on 127.0.0.1, with retries, the record of each attempt on the job, and /metrics; and slow
+receivers (answering a byte at a time) beside a normal one, with a delivery process of their own.
 
 One delivery process and one receiver serve the whole module (Redis is flushed once, at its
 start: the delivery process's queue binding lives there).  Jobs are moved through their
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 import redis
@@ -17,7 +19,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from bench.cluster import Service
-from bench.receiver import Answer, Receiver
+from bench.receiver import Answer, DripReceiver, Receiver
 from shared import keys
 from shared.images import encode_png
 from shared.settings import Settings
@@ -389,3 +391,133 @@ def test_a_real_worker_sends_start_progress_output_and_completed(delivery, tiny_
 
 def shown_state(client, job_id: str) -> dict:
     return client.get(f"/api/v1/jobs/{job_id}").get_json()["webhook"]
+
+
+# -- slow receivers: the attempt deadline and each origin's share ------------------------------
+
+SLOW_ATTEMPT_S = 3.0  # DREAMQ_WEBHOOK_ATTEMPT_S of the delivery process below
+SLOW_THREADS, SLOW_PER_ORIGIN = 4, 2
+DRIP_S = 0.5  # a dripping receiver's byte interval: under DREAMQ_WEBHOOK_TIMEOUT_S=1, so no read times out
+SLACK_S = 1.0  # for the processes to be scheduled, on a busy machine
+SLOW_ENV = {"DREAMQ_WEBHOOK_SECRET": SECRET, "DREAMQ_WEBHOOK_ALLOW_PRIVATE": "1", "DREAMQ_WEBHOOK_TIMEOUT_S": "1",
+            "DREAMQ_WEBHOOK_ATTEMPT_S": str(SLOW_ATTEMPT_S), "DREAMQ_WEBHOOK_CONCURRENCY": str(SLOW_THREADS),
+            "DREAMQ_WEBHOOK_PER_ORIGIN": str(SLOW_PER_ORIGIN), "DREAMQ_WEBHOOK_MAX_ATTEMPTS": "1"}
+
+
+@pytest.fixture(scope="module")
+def slow_delivery(tmp_path_factory):
+    """A `dreamq webhooks` process of 4 threads with a Redis of its own (the module's delivery process
+    consumes the same queue name), one attempt per event, each of at most SLOW_ATTEMPT_S."""
+    from shared.redis_server import EmbeddedRedis
+    from web import create_app
+
+    tmp = tmp_path_factory.mktemp("slow-webhooks")
+    server = EmbeddedRedis(tmp / "redis").start()
+    service = Service(server.url, tmp, SLOW_ENV)
+    try:
+        service.start_webhooks()
+        service.app = create_app(service.settings)
+        yield service
+    finally:
+        service.stop()
+        server.stop()
+
+
+def events_beside(service, jpeg, slow_urls: list[str], rx) -> tuple[float, list[str]]:
+    """The `completed` event of a job for each slow URL, then of one for ``rx``'s /normal: its latency
+    (from the job's finish to the receiver reading it; TimeoutError past 3 attempt deadlines), and
+    the slow jobs."""
+    jobs = [submit(service.app, jpeg, url, cache="false")["id"] for url in slow_urls]
+    for job_id in jobs:
+        run_job(service, job_id)
+    time.sleep(0.3)  # their attempts have started
+    job = submit(service.app, jpeg, rx.url("/normal"), cache="false")
+    run_job(service, job["id"])
+    finished = service.state.get(job["id"]).finished_at
+    (got,) = rx.wait(1, "/normal", timeout=3 * SLOW_ATTEMPT_S)
+    return got.at - finished, jobs
+
+
+def cut_at_the_deadline(service, jobs: list[str], slow: list[DripReceiver]) -> None:
+    """Every slow attempt was cut at the deadline, no sooner (no read timed out), no later, and recorded."""
+    for job_id in jobs:
+        state = wait_for(lambda: (s := webhook_state(service, job_id))["status"] == "failed" and s, 10 * SLOW_ATTEMPT_S,
+                         "the slow attempt to be recorded")
+        assert state["attempts"] == 1 and state["last_status"] is None, state  # waiting for a slot is no attempt
+        assert state["last_error"] == f"attempt deadline of {SLOW_ATTEMPT_S:g} s passed", state
+    held = [h for s in slow for h in s.wait(len(s.held), closed=True, timeout=SLOW_ATTEMPT_S + SLACK_S)]
+    assert len(held) == len(jobs)
+    for h in held:
+        assert SLOW_ATTEMPT_S - 0.5 <= h.held_s <= SLOW_ATTEMPT_S + SLACK_S, (h, SLOW_ATTEMPT_S)
+
+
+def test_dripping_receivers_beside_a_normal_one(slow_delivery, jpeg):
+    """Issue 19: six events to one receiver that answers a byte every 0.5 s (more events than the 4
+    threads), then one to a normal receiver.  The dripping origin gets its share (2 threads), the
+    other events for it wait off the threads, and the normal one goes at once: well within one
+    attempt deadline, where without the share it would wait for a thread to come free."""
+    with DripReceiver(every_s=DRIP_S) as slow, Receiver() as rx:
+        urls = [slow.url(f"/drip/{i}") for i in range(6)]
+        latency, jobs = events_beside(slow_delivery, jpeg, urls, rx)
+        assert latency < SLOW_ATTEMPT_S, latency
+        cut_at_the_deadline(slow_delivery, jobs, [slow])
+        assert slow.max_open <= SLOW_PER_ORIGIN  # never more than its share at once
+
+
+def test_dripping_receivers_on_more_origins_than_threads_delay_another_by_one_deadline_at_most(slow_delivery, jpeg):
+    """Five dripping receivers, each its own origin, hold all 4 threads: the normal one waits for the
+    first to be cut at the attempt deadline, no longer."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        slow = [stack.enter_context(DripReceiver(every_s=DRIP_S)) for _ in range(SLOW_THREADS + 1)]
+        rx = stack.enter_context(Receiver())
+        urls = [s.url("/drip") for s in slow]
+        latency, jobs = events_beside(slow_delivery, jpeg, urls, rx)
+        assert latency <= SLOW_ATTEMPT_S + SLACK_S, latency
+        cut_at_the_deadline(slow_delivery, jobs, slow)
+
+
+@pytest.mark.parametrize("drip", ["answer", "body"])
+def test_one_attempt_ends_at_its_deadline_whichever_part_of_the_answer_drips(drip):
+    """A receiver that drips its status line and headers is cut at the deadline (a retryable network
+    error); one that sent its status and headers and drips the body keeps its status."""
+    from shared.delivery import post
+
+    settings = Settings(webhook_allow_private=True, webhook_timeout_s=1, webhook_attempt_s=1.5)
+    body = json.dumps({"id": "drip"})
+    with DripReceiver(every_s=0.3, hold_s=10, drip=drip) as slow:  # the whole answer after 10 s
+        started = time.monotonic()
+        outcome = post(slow.url("/drip"), body, signed_headers(SECRET, "msg_d", body), settings)
+        took = time.monotonic() - started
+        (held,) = slow.wait(1, closed=True, timeout=SLACK_S)
+    assert 1.5 - 0.1 <= took <= 1.5 + SLACK_S and held.held_s <= 1.5 + SLACK_S and not held.finished, (took, held)
+    if drip == "answer":
+        assert outcome.status is None and outcome.error == "attempt deadline of 1.5 s passed"
+        assert outcome.retryable and outcome.kind == "network_error"
+    else:
+        assert outcome.ok, outcome.error
+
+
+def test_an_origins_slots_are_leases_that_a_crashed_attempt_cannot_keep(redis_url, monkeypatch):
+    from shared import delivery
+
+    r = redis.Redis.from_url(redis_url)
+    settings = Settings(webhook_per_origin=2, webhook_attempt_s=0.2)
+    url = "https://Hooks.Example:443/a?b"
+    assert delivery.origin(url) == delivery.origin("https://hooks.example/other") == "https://hooks.example:443"
+    assert delivery.origin("http://[::1]:8080/") == "http://[::1]:8080"
+    r.delete(keys.webhook_origin(delivery.origin(url)))
+    first, second, third = (delivery.take_slot(r, url, settings) for _ in range(3))
+    assert first[0] and second[0] and third == (False, None)
+    assert delivery.take_slot(r, "https://hooks.example:8443/", settings)[0]  # another port: another origin
+    delivery.give_slot(r, first[1])
+    assert delivery.take_slot(r, url, settings)[0]
+    # Two slots held by attempts that never give them back: free once their lease ends.
+    monkeypatch.setattr(delivery, "LEASE_MARGIN_S", 0.0)
+    r.delete(keys.webhook_origin(delivery.origin(url)))
+    assert delivery.take_slot(r, url, settings)[0] and delivery.take_slot(r, url, settings)[0]
+    assert not delivery.take_slot(r, url, settings)[0]
+    time.sleep(0.3)
+    assert delivery.take_slot(r, url, settings)[0]
+    assert delivery.take_slot(r, url, Settings(webhook_per_origin=0)) == (True, None)  # 0: no share

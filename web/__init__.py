@@ -1,11 +1,12 @@
 """The Flask front end: forms, the JSON API; never imports Keras.
 
-Production: ``gunicorn 'web:create_app()'`` (SSE streams hold a worker, so use
-``--worker-class gthread --threads N``); development: ``dreamq web``.
+Production: ``gunicorn -c python:web.gunicorn_conf 'web:create_app()'`` (gevent: SSE streams
+and ``Prefer: wait`` hold a greenlet, not a thread); development: ``dreamq web``.
 """
 from __future__ import annotations
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from shared.settings import Settings, get_settings
 
@@ -13,8 +14,17 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
+class StrictJSONProvider(DefaultJSONProvider):
+    """Every JSON response is strict: NaN or Infinity is a bug to log (a 500), never a body that
+    JSON.parse and most parsers refuse."""
+
+    def dumps(self, obj, **kwargs):
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
+
+
 def create_app(settings: Settings | None = None, *, celery=None, redis_client=None, resolver=None) -> Flask:
-    from . import api, errors, limits, metrics, pages
+    from . import api, errors, hosts, limits, metrics, pages
     from .services import Services
 
     settings = settings or get_settings()
@@ -27,6 +37,7 @@ def create_app(settings: Settings | None = None, *, celery=None, redis_client=No
     # Werkzeug's multipart limits, explicit so that each 413 names the one hit (web/api.py).
     app.config["MAX_FORM_PARTS"] = settings.max_form_parts
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_form_memory_size
+    app.json = StrictJSONProvider(app)
     app.json.sort_keys = False
     if settings.proxy_hops:
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -38,6 +49,7 @@ def create_app(settings: Settings | None = None, *, celery=None, redis_client=No
 
     limits.init_app(app, settings, redis_client)
     errors.register(app)
+    hosts.init_app(app, settings.allowed_hosts)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.ops)
     app.register_blueprint(metrics.bp)

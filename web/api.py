@@ -5,7 +5,6 @@ import base64
 import functools
 import hashlib
 import importlib
-import json
 import math
 import mimetypes
 import posixpath
@@ -23,11 +22,11 @@ from werkzeug.wsgi import FileWrapper
 from shared import cache as result_cache
 from shared import webhooks
 from shared.images import ImageError, check_size, declared_pixels, decode_image, encode_png
-from shared.job import QUEUED, SUCCEEDED, Job, frames_done, has_frames, job_json
+from shared.job import QUEUED, SUCCEEDED, Job, dumps, frames_done, has_frames, job_json
 from shared.jobs import SubmitRefused
 from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import DEFAULT_MODEL, MODELS
-from shared.params import DreamParams, ParamsError
+from shared.params import DreamParams, ParamsError, echo
 from shared.store import StoreError
 from shared.workers import live_workers, model_status, ready_workers
 
@@ -158,6 +157,26 @@ def off_loop(fn):
     return value
 
 
+def give_back_memory() -> None:
+    """Return the heap a big decode freed to the system (glibc keeps it, per thread arena, for
+    reuse): without it a process stays at ~400 MB after one wave of 40 Mpx uploads, and only
+    request-count recycling, which starved the service, gave it back (docs/RELIABILITY.md)."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:  # not glibc (musl, macOS): nothing to trim
+        return None
+
+
 def submit_from_request() -> Job:
     """Validate the multipart request, store the normalised input (and guide) and queue the job."""
     svc = services()
@@ -232,7 +251,8 @@ def submit_from_request() -> Job:
 
     def normalise(blob: bytes, guide_blob: bytes | None) -> tuple[bytes, str | None, tuple[int, int], bytes | None]:
         # One image at a time, in one slot: the photo's array is gone before the guide is decoded.
-        rgb = decode_image(blob, max_pixels=svc.settings.max_pixels, max_side=params.max_side)
+        rgb = decode_image(blob, max_pixels=svc.settings.max_pixels, max_side=params.max_side,
+                           budget_s=svc.settings.decode_budget_s)
         small = check_size(rgb.shape[0], rgb.shape[1], params)  # a warning when small octaves are skipped
         shape = rgb.shape[:2]
         png = encode_png(rgb)  # the worker decodes this PNG again
@@ -242,7 +262,8 @@ def submit_from_request() -> Job:
             # Fitted to the size the worker takes its features at (as it would fit it): a big guide
             # is not kept whole.
             guide_rgb = guide_image_error(decode_image, guide_blob, max_pixels=svc.settings.max_pixels,
-                                          max_side=getattr(MODELS[params.model], "guide_side", None))
+                                          max_side=getattr(MODELS[params.model], "guide_side", None),
+                                          budget_s=svc.settings.decode_budget_s)
             guide_png = encode_png(guide_rgb)
         return png, small, shape, guide_png
 
@@ -252,6 +273,7 @@ def submit_from_request() -> Job:
     finally:
         if slots is not None:
             slots.release()
+            give_back_memory()
     del data, guide
 
     check_work = kind_check_work(kind)
@@ -265,7 +287,8 @@ def submit_from_request() -> Job:
     cached = None  # (key, identity): the result cache's, when the ready workers agree on the engine
     if use_cache:
         try:
-            cached = result_cache.key_for(svc.redis, kind.name, params.model_dump(), png, extra)
+            cached = result_cache.key_for(svc.redis, kind.name, params.model_dump(), png, extra,
+                                          scope=None if svc.settings.cache_shared else request_owner())
             hit = cached and result_cache.answer(svc.state, cached[0], owner=request_owner(),
                                                  warnings=[small] if small else [], input_png=png, files=extra,
                                                  webhook=webhook)
@@ -373,28 +396,10 @@ def list_page(limit_arg: str | None, cursor: str | None) -> tuple[list[Job], str
     if not 1 <= limit <= MAX_LIMIT:
         raise ApiError(422, "invalid_params", "invalid limit", {"limit": f"an integer from 1 to {MAX_LIMIT}"})
     before = decode_cursor(cursor) if cursor else None
-    state = services().state
-    owner = owner_filter()
-    if owner is None:
-        jobs = state.list(limit, before)
-        more = bool(jobs) and state.count_before(jobs[-1].created_at) > 0
-    else:
-        jobs = owned_jobs(owner, limit + 1, before)  # one more than asked: tells whether a next page exists
-        more = len(jobs) > limit
-        jobs = jobs[:limit]
+    state, owner = services().state, owner_filter()  # None: everyone's jobs (an admin, or open mode)
+    jobs = state.list(limit, before, owner=owner)
+    more = bool(jobs) and state.count_before(jobs[-1].created_at, owner=owner) > 0
     return jobs, encode_cursor(jobs[-1].created_at) if more else None
-
-
-def owned_jobs(owner: str, count: int, before: float | None) -> list[Job]:
-    """Up to ``count`` of ``owner``'s jobs, newest first, walking the shared index in batches."""
-    state, found = services().state, []
-    while len(found) < count:
-        batch = state.list(MAX_LIMIT, before)
-        found += [j for j in batch if j.owner == owner]
-        if not batch:  # not "shorter than asked": expired records shorten a batch too
-            break
-        before = batch[-1].created_at
-    return found[:count]
 
 
 def png_response(data: bytes, *, cache: str, filename: str, mimetype: str = "image/png") -> Response:
@@ -413,15 +418,15 @@ def stored_file_response(job: Job, name: str, *, mimetype: str, cache: str, file
     store = services().store
     opener, sizer = getattr(store, "open", None), getattr(store, "size", None)
     if opener is None or sizer is None:  # a store that only reads whole files
-        data = store.get(job.id, name)
+        data = store.get(job.files_id, name)
         if data is None:
             return None
         body, size, etag = [data], len(data), hashlib.sha256(data).hexdigest()[:32]
         fh = None
     else:
         try:
-            size = sizer(job.id, name)
-            fh = opener(job.id, name) if size is not None else None
+            size = sizer(job.files_id, name)  # files_id: a cache hit reads the folder of the job that ran
+            fh = opener(job.files_id, name) if size is not None else None
         except FileNotFoundError:
             fh = None
         if fh is None:
@@ -435,12 +440,17 @@ def stored_file_response(job: Job, name: str, *, mimetype: str, cache: str, file
     disposition = "attachment" if request.args.get("download") else "inline"
     response.headers["Content-Disposition"] = f'{disposition}; filename="{filename}"'
     response.set_etag(etag)
+    environ = request.environ
+    if "," in request.headers.get("Range", ""):
+        # Several ranges: RFC 9110 lets a server answer 200 with the whole file, which every
+        # client takes, rather than multipart/byteranges (Werkzeug would answer 416).
+        environ = {k: v for k, v in environ.items() if k != "HTTP_RANGE"}
     try:
-        return response.make_conditional(request, accept_ranges=True, complete_length=size)
+        return response.make_conditional(environ, accept_ranges=True, complete_length=size)
     except RequestedRangeNotSatisfiable:
         response.close()
         raise ApiError(416, "range_not_satisfiable",
-                       f"the range {request.headers.get('Range', '')!r} is not within the {size} bytes of the file",
+                       f"the range {echo(request.headers.get('Range', ''))} is not within the {size} bytes of the file",
                        headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"}) from None
     except BaseException:
         response.close()
@@ -452,7 +462,7 @@ def input_response(job: Job, role: str) -> Response:
     kind = KINDS.get(job.kind)
     if kind is None or role not in kind.files:
         raise not_found("file")
-    data = services().store.get(job.id, kind.file(role))
+    data = services().store.get(job.files_id, kind.file(role))
     if data is None:
         raise not_found("file")
     return png_response(data, cache="private, max-age=86400", filename=f"{role}-{job.id}.png")
@@ -509,7 +519,7 @@ def job_result(job_id: str):
 @bp.get("/jobs/<job_id>/preview")
 def job_preview(job_id: str):
     job = get_job(job_id)
-    data = services().store.get(job.id, KINDS[job.kind].file("preview"))
+    data = services().store.get(job.files_id, KINDS[job.kind].file("preview"))
     if data is None:
         raise ApiError(404, "no_preview", "no preview yet: the first one comes when the first octave is done")
     return png_response(data, cache="no-cache", filename=f"preview-{job.id}.png")
@@ -528,7 +538,7 @@ def job_frame(job_id: str, n: str):
     total = job.params.get("frames")
     if isinstance(total, int) and n >= total:
         raise ApiError(404, "no_frame", f"frame {n} is out of range: the job has {total} frames, 0 to {total - 1}")
-    data = services().store.get(job.id, frame_name(kind, n))
+    data = services().store.get(job.files_id, frame_name(kind, n))
     if data is None:
         done = frames_done(job)
         if n < done:
@@ -576,7 +586,7 @@ def job_events(job_id: str):
     conn = request.environ.get("gunicorn.socket")  # to notice a client that hung up
 
     def event(name: str, data: dict) -> str:
-        return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+        return f"event: {name}\ndata: {dumps(data)}\n\n"
 
     def stream():
         # Runs after the view returned: use only what was captured above, no request context.

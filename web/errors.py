@@ -9,19 +9,28 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from shared.images import ImageError
 from shared.store import StoreError
 
-IMAGE_STATUS = {"unsupported_image": 415, "image_too_large": 413, "image_too_small": 422}
+IMAGE_STATUS = {"unsupported_image": 415, "image_too_large": 413, "image_too_complex": 422, "image_too_small": 422}
 
 # Werkzeug's names are fine for most statuses; these read better to API clients.
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
               413: "upload_too_large", 415: "unsupported_media_type", 429: "rate_limited"}
 
 
+MAX_MESSAGE = 2000  # characters: far above any message of ours, far below an echoed upload
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, fields: dict[str, str] | None = None,
                  headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.fields, self.headers = fields, headers or {}
+        self.status, self.code, self.message = status, code, message[:MAX_MESSAGE]
+        # A field's name can be the client's (an unknown form field): cut, as values are (params.echo).
+        self.fields = {_cut(k, 64): _cut(v, MAX_MESSAGE) for k, v in fields.items()} if fields else fields
+        self.headers = headers or {}
 
     def body(self) -> dict:
         error = {"code": self.code, "message": self.message}

@@ -27,22 +27,41 @@ class BodyTimeout(RequestTimeout):
 
 
 class _DeadlineBody:
-    """gunicorn's request body, whose reads all together must end by `deadline`."""
+    """gunicorn's request body, whose reads all together must end by `deadline`.
+
+    The deadline is for reading the body, nothing else: once the body is read to its end (or has
+    none), reads need no deadline.  gunicorn reads what is left of a body after the response, to
+    find the next request on a kept-alive connection; an event stream that outlived the deadline
+    used to turn that empty read into a 408 and an unsolicited 500 on the connection.
+    """
 
     def __init__(self, body, deadline: float):
         self._body, self._deadline = body, deadline
+        self._ended = False
         self.timed_out = False
 
+    def _nothing_left(self) -> bool:
+        if self._ended:
+            return True
+        reader = getattr(self._body, "reader", None)  # a Content-Length body counts down what is left
+        buffered = getattr(self._body, "buf", None)
+        return getattr(reader, "length", None) == 0 and (buffered is None or buffered.tell() == 0)
+
     def _call(self, method, *args):
+        if self._nothing_left():
+            return method(*args)
         left = self._deadline - time.monotonic()
         try:
             if left <= 0:
                 raise BodyTimeout()
             with gevent.Timeout(left, BodyTimeout()):
-                return method(*args)
+                data = method(*args)
         except BodyTimeout:
             self.timed_out = True
             raise
+        if not data and not (args and args[0] == 0):  # the end of the body (a read of 0 bytes is not)
+            self._ended = True
+        return data
 
     def read(self, *args):
         return self._call(self._body.read, *args)

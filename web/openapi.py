@@ -20,7 +20,7 @@ ERROR_CODES = ["not_found", "no_preview", "invalid_params", "unsupported_image",
                "rate_limited", "queue_full", "redis_unavailable", "store_unavailable", "method_not_allowed",
                "bad_request", "internal_error", "too_many_form_parts", "form_field_too_large", "too_many_queued",
                "busy", "no_frame", "range_not_satisfiable", "invalid_idempotency_key", "idempotency_key_reused",
-               "idempotency_key_in_use"]
+               "idempotency_key_in_use", "image_too_complex", "bad_host"]
 
 
 def _ref(name: str) -> dict:
@@ -320,7 +320,8 @@ SCHEMAS = {
                 "cached": {"type": "boolean", "description": "true: answered from the result cache, no worker "
                            "ran it (run_s 0); absent otherwise."},
                 "cached_from": {"type": "string", "format": "uuid",
-                                "description": "With cached: the job whose result was copied."}}},
+                                "description": "With cached: the earlier identical job that answered this one "
+                                "(its files are shared); only when that job has the same owner."}}},
             "webhook": {"oneOf": [{"type": "null"}, _ref("WebhookState")],
                         "description": "null without a `webhook`; else where its events go and every attempt."},
             "links": {"type": "object", "description": "result and preview are null until they exist.",

@@ -214,8 +214,8 @@ def job_page(job_id: str):
         view.update(result_type=media_type, result_tag="video" if media_type.startswith("video/") else "img",
                     video=has_frames(kind), frames_done=frames_done(job), frames=job.params.get("frames"))
         # What was uploaded, shown beside the dream; a job canceled while queued has no files left.
-        view["has_input"] = store_has(job.id, kind.file("input"))
-        view["has_guide"] = "guide" in kind.files and store_has(job.id, kind.file("guide"))
+        view["has_input"] = store_has(job.files_id, kind.file("input"))
+        view["has_guide"] = "guide" in kind.files and store_has(job.files_id, kind.file("guide"))
     return render_template("job.html", job=page_links(public_job(job)), view=view,
                            result_label=view["result_type"].split("/")[-1].upper())
 

@@ -10,6 +10,7 @@ loss for the guide objective and leaves everything else as it is.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,15 @@ __all__ = ["Canceled", "Dreamer", "Progress"]
 
 class Canceled(Exception):
     """Raised by ``Dreamer.dream`` when its ``should_cancel()`` returns True (checked before every step)."""
+
+
+class LossNotFinite(ArithmeticError):
+    """Raised by ``Dreamer.dream`` when a step's loss is inf or NaN: float32 overflowed (weights or
+    step too large for these activations), and every later step would only spread NaN."""
+
+    def __init__(self, loss: float, octave: int, step: int):
+        self.loss, self.octave, self.step = loss, octave, step
+        super().__init__(f"the loss became {loss} at octave {octave + 1}, step {step + 1}")
 
 
 @dataclass
@@ -349,6 +359,8 @@ class Dreamer:
                     raise Canceled()
                 loss, img = ascend(img)
                 loss = float(loss)
+                if not math.isfinite(loss):  # the seed would go on with a NaN image
+                    raise LossNotFinite(loss, octave, i)
                 if on_progress is not None:
                     on_progress(Progress(octave, len(shapes), i, params.iterations, loss, time.perf_counter() - started))
                 if params.max_loss is not None and loss > params.max_loss:

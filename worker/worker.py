@@ -236,14 +236,19 @@ class Worker:
                             "dispatched again", job_id, grace)
         return sent
 
-    def sweep_expired(self, every_s: float = 60.0) -> None:
-        """Delete the stored files of jobs whose records have expired."""
+    def sweep_expired(self, every_s: float = 60.0, now: float | None = None) -> None:
+        """Delete the stored files of jobs whose records have expired, except a folder that a live
+        result-cache hit still reads (shared/cache.py): that one goes once its last hit expires."""
         if time.time() - self._last_sweep < every_s:
             return
         self._last_sweep = time.time()
-        for job_id in self.jobs.expired():
-            self.store.delete(job_id)
+        now = now or time.time()
+        for job_id in self.jobs.expired(now):
+            if not self.jobs.files_shared(job_id, now):
+                self.store.delete(job_id)  # a hit's own id has no folder: nothing to delete
             self.jobs.forget(job_id)
+        for folder in self.jobs.unshared_files(now):
+            self.store.delete(folder)
 
     # -- running one job -------------------------------------------------------
 
@@ -304,12 +309,14 @@ class Worker:
         ctx = Context(job=job, params=params, engine=engine, files=files,
                       progress=_ProgressWriter(self, job_id), preview=preview, should_stop=stop,
                       record=lambda **fields: self.jobs.update(job_id, self.id, **fields))
-        from .dream import Canceled
+        from .dream import Canceled, LossNotFinite
 
         try:
             outcome = kind.run(ctx)
         except Canceled:
             return self._stopped(job_id, stop.reason or "canceled")
+        except LossNotFinite as exc:
+            return fail("loss_not_finite", f"{exc}: float32 overflowed; lower the layer weights or the step")
         except JobFailed as exc:
             return fail(exc.code, exc.message, exc.detail)
         except StoreError as exc:
