@@ -46,7 +46,7 @@ def main() -> None:
     from shared import keys
     from shared.images import encode_png
     from shared.kinds import get_kind
-    from shared.redis_server import EmbeddedRedis
+    from dreamq.redis_server import EmbeddedRedis
     from shared.settings import Settings
     from web import create_app
 

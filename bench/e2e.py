@@ -56,7 +56,7 @@ def main() -> None:
     from PIL import Image
 
     from bench.cluster import ROOT, SAMPLE, Service
-    from shared.redis_server import EmbeddedRedis
+    from dreamq.redis_server import EmbeddedRedis
     from shared.kinds.image import RESULT
     from worker.models import load_model
 

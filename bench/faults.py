@@ -60,7 +60,7 @@ def png(image: np.ndarray) -> bytes:
 @contextlib.contextmanager
 def cluster(tmp: Path, env: dict[str, str] | None = None):
     """An embedded Redis of its own and a Service (bench/cluster.py) to start workers on it."""
-    from shared.redis_server import EmbeddedRedis
+    from dreamq.redis_server import EmbeddedRedis
 
     tmp.mkdir(parents=True, exist_ok=True)
     server = EmbeddedRedis(tmp / "redis").start()

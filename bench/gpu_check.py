@@ -122,7 +122,7 @@ def main() -> None:
         from pathlib import Path
 
         from bench.cluster import Service
-        from shared.redis_server import EmbeddedRedis
+        from dreamq.redis_server import EmbeddedRedis
 
         tmp = Path(tempfile.mkdtemp())
         server = EmbeddedRedis(tmp / "redis").start()

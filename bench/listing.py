@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     import redis
 
     from shared.jobs import Jobs
-    from shared.redis_server import EmbeddedRedis
+    from dreamq.redis_server import EmbeddedRedis
     from shared.settings import Settings
     from web import create_app
     from web.auth import token_hash

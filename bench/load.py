@@ -47,7 +47,7 @@ class WebServer:
 
     def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None, workers: int = 2,
                  threads: int = 8):
-        from shared.redis_server import free_port
+        from dreamq.redis_server import free_port
 
         self.env = {**os.environ, **env}
         self.port = port or free_port()
@@ -252,7 +252,7 @@ def main() -> None:
     import json
 
     from bench.cluster import Service
-    from shared.redis_server import EmbeddedRedis
+    from dreamq.redis_server import EmbeddedRedis
 
     tmp = Path(tempfile.mkdtemp(prefix="dreamq-load-"))
     server = EmbeddedRedis(tmp / "redis").start()

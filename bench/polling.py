@@ -52,7 +52,7 @@ def main() -> None:
     from PIL import Image
 
     from bench.cluster import ROOT, SAMPLE, Service
-    from shared.redis_server import EmbeddedRedis, free_port
+    from dreamq.redis_server import EmbeddedRedis, free_port
 
     tmp = Path(tempfile.mkdtemp())
     server = EmbeddedRedis(tmp / "redis").start()

@@ -45,7 +45,7 @@ POOLS = ("solo", "threads")
 def pool_worker(pool: str, tmp: Path):
     """A warm `celery -A worker worker -P <pool>` on an embedded Redis of its own."""
     from bench.cluster import Service
-    from shared.redis_server import EmbeddedRedis
+    from dreamq.redis_server import EmbeddedRedis
 
     server = EmbeddedRedis(tmp / "redis").start()
     svc = Service(server.url, tmp, {"DREAMQ_MODELS": "vgg16_hed"})

@@ -36,7 +36,7 @@ def main() -> None:
     from PIL import Image
 
     from bench.cluster import SAMPLE, Service
-    from shared.redis_server import EmbeddedRedis
+    from dreamq.redis_server import EmbeddedRedis
 
     tmp = Path(tempfile.mkdtemp())
     server = EmbeddedRedis(tmp / "redis").start()

@@ -8,7 +8,7 @@ submitted through the web app (its test client) with a webhook, then started and
 worker does; the latency is from the job's ``finished_at`` (the finish) to the moment the
 receiver has read the body.  ``--burst``: that many jobs finish at once, then the next burst, so
 the delivery threads (DREAMQ_WEBHOOK_CONCURRENCY) are busy together.  The baseline POSTs the same
-kind of signed body straight from this process with shared.delivery.post (resolve, check,
+kind of signed body straight from this process with dreamq.delivery.post (resolve, check,
 connect, send, read the answer), with no queue.
 
     .venv/bin/python -m bench.webhooks slow [--receivers 10] [--every 3] [--hold 60]
@@ -56,10 +56,10 @@ def main() -> None:
 
     from bench.cluster import SAMPLE, Service
     from bench.receiver import Receiver
-    from shared.delivery import post
+    from dreamq.delivery import post
     from shared.images import encode_png
-    from shared.redis_server import EmbeddedRedis
-    from shared.webhooks import new_secret, signed_headers
+    from dreamq.redis_server import EmbeddedRedis
+    from shared.signing import new_secret, signed_headers
     from web import create_app
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
@@ -123,8 +123,8 @@ def slow_receivers(args, one_origin: bool) -> None:
     from bench.cluster import SAMPLE, Service
     from bench.receiver import DripReceiver, Receiver
     from shared.images import encode_png
-    from shared.redis_server import EmbeddedRedis
-    from shared.webhooks import new_secret
+    from dreamq.redis_server import EmbeddedRedis
+    from shared.signing import new_secret
     from web import create_app
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-webhooks-slow-"))

@@ -34,7 +34,7 @@ def photo(w: int = 640, h: int = 480) -> np.ndarray:
 def job(model: str, frames: int, fmt: str) -> None:
     from bench.cluster import Service
     from shared.images import encode_png
-    from shared.redis_server import EmbeddedRedis
+    from dreamq.redis_server import EmbeddedRedis
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-zoom-"))
     server = EmbeddedRedis(tmp / "redis").start()
@@ -59,8 +59,8 @@ def job(model: str, frames: int, fmt: str) -> None:
 def encode(fmt: str, frames: int) -> None:
     import av  # noqa: F401 — loaded before the baseline is read
 
-    from shared.kinds.zoom import zoom_frame
-    from shared.video import encode as encode_video
+    from worker.kinds.zoom import zoom_frame
+    from worker.video import encode as encode_video
 
     base = photo()
 

@@ -1,4 +1,4 @@
-"""Make the README's zoom strip and guided example with the offline vgg16_hed model.
+"""Make the zoom strip and guided example of docs/ZOOM_AND_GUIDES.md with the offline vgg16_hed model.
 
     .venv/bin/python docs/make_pictures.py     # writes docs/images/zoom_strip.jpg, guided.jpg
 

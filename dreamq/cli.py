@@ -141,7 +141,8 @@ def worker(gpus: str | None, loglevel: str, check: bool) -> None:
     _need_worker_extra("worker")
     _quiet_tensorflow()
     from shared.settings import get_settings
-    from worker.main import run_worker, supervise_gpus
+    from dreamq.supervisor import supervise_gpus
+    from worker.main import run_worker
 
     settings = get_settings()
     if not settings.redis_url:
@@ -156,7 +157,7 @@ def worker(gpus: str | None, loglevel: str, check: bool) -> None:
 def webhooks(loglevel: str) -> None:
     """Run the webhook delivery process (needs DREAMQ_REDIS_URL and DREAMQ_WEBHOOK_SECRET).
 
-    The same as `celery -A shared.delivery worker -Q dreamq.webhooks`; no Keras, no GPU.
+    The same as `celery -A dreamq.delivery worker -Q dreamq.webhooks`; no Keras, no GPU.
     """
     import logging
 
@@ -171,7 +172,7 @@ def webhooks(loglevel: str) -> None:
     if settings.webhook_secret is None:
         click.echo("warning: DREAMQ_WEBHOOK_SECRET is not set: the web refuses jobs with a webhook", err=True)
     logging.basicConfig(level=loglevel, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from shared.delivery import QUEUE, create_app
+    from dreamq.delivery import QUEUE, create_app
 
     # One per host (compose: per container), so the node name is fixed: the healthcheck pings it.
     create_app(settings).worker_main(["worker", "-Q", QUEUE, "-n", "dreamq-webhooks@%h", f"--loglevel={loglevel}"])

@@ -20,6 +20,7 @@ SIGTERM if the supervisor itself dies (SIGKILL), so none is left behind.
 from __future__ import annotations
 
 import collections
+import os
 import logging
 import signal
 import subprocess
@@ -257,3 +258,19 @@ class Supervisor:
                                 self.stop_timeout_s)
                     child.process.kill()
                     child.process.wait()
+
+
+# -- `dreamq worker --gpus`: one worker process per GPU -------------------------------------------
+
+def gpu_children(gpus: list[str], extra_env: dict[str, str] | None = None) -> list:
+    """One `dreamq worker` process per GPU, each seeing only its own device."""
+    return [Child(f"worker gpu:{gpu}", [sys.executable, "-m", "dreamq.cli", "worker"], group="workers",
+                  env={**os.environ, **(extra_env or {}), "CUDA_VISIBLE_DEVICES": gpu, "DREAMQ_DEVICE": f"gpu:{gpu}"})
+            for gpu in gpus]
+
+
+def supervise_gpus(gpus: list[str]) -> int:
+    """`dreamq worker --gpus 0,1`: the workers under the supervisor of `dreamq up` (restarted when
+    they die, with backoff; Ctrl-C or SIGTERM stops them, each giving its running job back)."""
+    configure_logging()
+    return Supervisor(gpu_children(gpus)).run()

@@ -36,7 +36,7 @@ def redact_url(url: str) -> str:
 
 def _saved_port(port_file: Path) -> int | None:
     """The embedded Redis' last port when it is free: URLs in old logs stay meaningful."""
-    from shared.redis_server import port_is_free
+    from dreamq.redis_server import port_is_free
 
     try:
         port = int(port_file.read_text())
@@ -46,7 +46,7 @@ def _saved_port(port_file: Path) -> int | None:
 
 
 def _redis_child(directory: Path, env: dict[str, str]) -> Child:
-    from shared.redis_server import EmbeddedRedis
+    from dreamq.redis_server import EmbeddedRedis
 
     directory.mkdir(parents=True, exist_ok=True)
     port_file = directory / "port"
@@ -75,7 +75,7 @@ def _webhook_secret(data: Path, env: dict[str, str]) -> str:
     webhooks work out of the box, and receivers keep verifying across restarts."""
     if env.get("DREAMQ_WEBHOOK_SECRET", "").strip():
         return "DREAMQ_WEBHOOK_SECRET"
-    from shared.webhooks import new_secret
+    from shared.signing import new_secret
 
     path = data / "webhook_secret"
     if not path.exists():

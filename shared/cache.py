@@ -194,7 +194,6 @@ def record(jobs: Jobs, job_id: str) -> bool:
     return True
 
 
-@job_finished.connect
-def _on_finished(jobs, job_id, status, **_):
+def on_finished(jobs, job_id, status, **_):
     if status == SUCCEEDED:
         record(jobs, job_id)

@@ -57,7 +57,7 @@ class Job:
     cancel_requested: bool = False
     owner: str | None = None  # a hash of the token that created the job (never the token); None: no tokens set
     webhook: dict[str, Any] | None = None  # {"url", "events_filter"}: where its events are POSTed (shared/webhooks.py)
-    webhook_delivery: dict[str, Any] = field(default_factory=dict)  # what the deliveries did (shared/delivery.py)
+    webhook_delivery: dict[str, Any] = field(default_factory=dict)  # what the deliveries did (dreamq/delivery.py)
     # A result-cache hit stores no files: this names the job whose store folder holds them
     # (always the one that ran, never another hit; shared/cache.py).  None: its own folder.
     files_from: str | None = None

@@ -8,7 +8,8 @@ fails with ``worker_lost``.
 
 Hook points: the signals below are sent by the process that made the change, after
 it is in Redis (blinker, as Flask's own signals).  Metrics (shared/stats.py), the
-result cache (shared/cache.py) and webhooks (shared/webhooks.py) subscribe.
+result cache (shared/cache.py), webhooks (shared/webhooks.py) and DREAMQ_PLUGINS subscribe, in
+every process, through one explicit call: shared/hooks.py install(settings).
 
     job_submitted(jobs, job=Job)             the record is written and its message sent
     job_started(jobs, job_id=str, worker=str)

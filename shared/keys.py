@@ -70,7 +70,7 @@ def job_cache_key(job_id: str) -> str:
     return f"{PREFIX}:cachekey:{job_id}"
 
 
-# Webhooks (shared/webhooks.py, shared/delivery.py).
+# Webhooks (shared/webhooks.py, dreamq/delivery.py).
 WEBHOOK_ATTEMPTS = f"{STATS}:webhook:attempts"  # hash outcome -> count (every attempt)
 WEBHOOK_DELIVERIES = f"{STATS}:webhook:deliveries"  # hash result -> count (delivered | failed: each event once)
 
@@ -81,5 +81,5 @@ def webhook_throttle(job_id: str, event: str) -> str:
 
 
 def webhook_origin(origin: str) -> str:
-    """The delivery attempts in flight to one receiver origin: a sorted set of leases (shared/delivery.py)."""
+    """The delivery attempts in flight to one receiver origin: a sorted set of leases (dreamq/delivery.py)."""
     return f"{PREFIX}:webhook:origin:{origin}"

@@ -16,86 +16,135 @@ MIN_TOKEN_LENGTH = 32
 
 class Settings(BaseSettings):
     # hide_input_in_errors: a refused token (or a URL with a password) never reaches a log.
+    # Every field's description is its line in docs/CONFIGURATION.md (python -m dreamq.configuration).
     model_config = SettingsConfigDict(env_prefix="DREAMQ_", extra="ignore", hide_input_in_errors=True)
 
     # Where things live.
-    redis_url: str | None = None  # none: `dreamq up` starts an embedded Redis
-    data_dir: Path = Path("data")
-    store_url: str | None = None  # default: file://<data_dir>/store; s3://bucket/prefix for many hosts
-    s3_endpoint_url: str | None = None  # an S3-compatible server (MinIO, Ceph) instead of AWS
+    redis_url: str | None = Field(None, description=(
+        "The Redis that holds the queue and the job records: `redis://[:password@]host:port/db`. "
+        "None: `dreamq up` starts an embedded Redis (append-only file in the data directory)."))
+    data_dir: Path = Field(Path("data"), description=(
+        "The embedded Redis's files, the default store and the webhook secret `dreamq up` makes "
+        "(relative to the working directory; `dreamq up --data-dir` overrides it)."))
+    store_url: str | None = Field(None, description=(
+        "Where images live: `file://...` or `s3://bucket/prefix` (for workers on many hosts). "
+        "None: `file://<data dir>/store`."))
+    s3_endpoint_url: str | None = Field(None, description=(
+        "An S3-compatible server (MinIO, Ceph) instead of AWS, for an `s3://` store."))
 
     # Jobs.
-    job_ttl_s: int = Field(7 * 24 * 3600, ge=60)  # records and their files expire after this
-    job_time_limit_s: int = Field(3600, ge=1)  # a running job fails with `timeout` past this
-    max_attempts: int = Field(3, ge=1)  # deliveries before a job fails with `worker_lost`
-    max_queued: int = Field(1000, ge=1)  # above this, submissions get 503
-    progress_interval_s: float = Field(0.25, ge=0)  # at most 4 progress writes per second
-    # Zoom videos (kind=zoom): at most this many frame pixels (frames x height x width) per job,
-    # so that no single video holds a worker for hours: 60 frames of 640x480 (the default
-    # InceptionV3 frame took 10-15 s at 640x480 on a shared 2-core CPU: 10-15 minutes; on a GPU, seconds).
-    # A GPU deployment raises it (600 frames of 640x480: 184_320_000).
-    zoom_max_work: int = Field(60 * 640 * 480, ge=1)
+    job_ttl_s: int = Field(7 * 24 * 3600, ge=60, description=(
+        "Seconds until job records and their files expire (604800: 7 days); idempotency keys live as "
+        "long, and at least 24 h."))
+    job_time_limit_s: int = Field(3600, ge=1, description=(
+        "A running job fails with `timeout` past this many seconds."))
+    max_attempts: int = Field(3, ge=1, description=(
+        "Starts of a job whose worker is lost (its heartbeat expired) before the job fails with `worker_lost`."))
+    max_queued: int = Field(1000, ge=1, description=(
+        "Above this many queued jobs, submissions get 503 with `Retry-After`."))
+    progress_interval_s: float = Field(0.25, ge=0, description=(
+        "A worker writes a job's progress at most once per this many seconds (0.25: 4 a second)."))
+    # Zoom videos (kind=zoom): so that no single video holds a worker for hours: the default
+    # InceptionV3 frame took 10-15 s at 640x480 on a shared 2-core CPU (10-15 minutes); on a GPU, seconds.
+    zoom_max_work: int = Field(60 * 640 * 480, ge=1, description=(
+        "Frame pixels (frames × height × width) of one zoom video; above it a submit is a 422 naming "
+        "`frames` and the most frames allowed at that size. The default is 60 frames of 640×480; a GPU "
+        "deployment raises it (600 frames of 640×480: 184320000)."))
 
     # Workers.
-    models: Annotated[list[str], NoDecode] = ["inception_v3", "vgg16_hed"]
-    # Modules a worker imports at start, e.g. ones that subscribe to the lifecycle's signals
-    # (shared/jobs.py); the fault-injection tests load bench.crash_plugin this way.
-    plugins: Annotated[list[str], NoDecode] = []
-    heartbeat_s: float = Field(2.0, gt=0)
-    heartbeat_ttl_s: float = Field(8.0, gt=0)  # a worker silent this long is lost; its job runs again
-    tile_above_pixels: int = Field(4_000_000, ge=0)  # bigger images are dreamed in tiles; 0: never
-    tile_size: int = Field(512, ge=256)
-    intra_op_threads: int = Field(0, ge=0)  # 0: the framework decides
-    inter_op_threads: int = Field(0, ge=0)
-    # bf16 jobs: auto runs them in bf16 only where the device has native bf16
-    # (else fp32, with a warning on the job); off never; on trusts the operator.
-    bf16: Literal["auto", "on", "off"] = "auto"
+    models: Annotated[list[str], NoDecode] = Field(["inception_v3", "vgg16_hed"], description=(
+        "Models a worker loads and warms before it takes jobs (comma-separated)."))
+    # The fault-injection tests load bench.crash_plugin this way.
+    plugins: Annotated[list[str], NoDecode] = Field([], description=(
+        "Modules a worker imports at start (comma-separated), e.g. ones that subscribe to the "
+        "lifecycle signals of shared/jobs.py."))
+    heartbeat_s: float = Field(2.0, gt=0, description="Seconds between a worker's heartbeats in Redis.")
+    heartbeat_ttl_s: float = Field(8.0, gt=0, description=(
+        "A worker silent this many seconds is lost; its job runs again."))
+    tile_above_pixels: int = Field(4_000_000, ge=0, description=(
+        "Images with more pixels than this are dreamed tile by tile (bounded memory); 0: never."))
+    tile_size: int = Field(512, ge=256, description="The side of those tiles, in pixels.")
+    intra_op_threads: int = Field(0, ge=0, description=(
+        "TensorFlow threads within one operation, to cap a worker's CPU use on a shared host; "
+        "0: the framework decides."))
+    inter_op_threads: int = Field(0, ge=0, description=(
+        "TensorFlow threads running operations side by side; 0: the framework decides."))
+    bf16: Literal["auto", "on", "off"] = Field("auto", description=(
+        "Jobs asking for `precision=bf16`: `auto` runs them in bf16 only where the device has native "
+        "bf16 (else in fp32, with a warning on the job); `off`: never; `on`: always (trusts the operator)."))
 
     # Web.
-    max_content_length: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    api_tokens: Annotated[list[str], NoDecode] = []
-    rate_limit_per_minute: int = Field(0, ge=0)  # submissions per client per minute; 0: off
-    proxy_hops: int = Field(0, ge=0)  # reverse proxies in front of the web to trust X-Forwarded-* from
-    # Host names the web answers besides localhost and IP addresses (web/hosts.py: DNS rebinding).
-    allowed_hosts: Annotated[list[str], NoDecode] = []
-    events_max_s: float = Field(300.0, gt=0)  # an SSE stream ends after this; EventSource reconnects
+    max_content_length: int = Field(20 * 1024 * 1024, description=(
+        "Bytes of one request body (20 MiB); larger uploads are refused with 413."))
+    max_pixels: int = Field(40_000_000, description=(
+        "Pixels of one image (40 Mpx), checked from its header before any decoding; larger: 413."))
+    api_tokens: Annotated[list[str], NoDecode] = Field([], description=(
+        "Bearer tokens (comma-separated, each at least 32 characters: a shorter one stops the start-up). "
+        "When set, the API requires one, and each token sees only the jobs it created."))
+    rate_limit_per_minute: int = Field(0, ge=0, description=(
+        "Submissions per client per minute, then 429 with `Retry-After` (counted in Redis: all web "
+        "processes share it); 0: off."))
+    proxy_hops: int = Field(0, ge=0, description=(
+        "Reverse proxies in front of the web whose `X-Forwarded-*` headers are trusted; with 1 or more, "
+        "gunicorn must be reachable only through them."))
+    allowed_hosts: Annotated[list[str], NoDecode] = Field([], description=(
+        "Host names the web answers besides `localhost` and IP addresses (comma-separated; "
+        "`.example.com` for a domain and its subdomains, `*` for any); another `Host` gets 400 "
+        "`bad_host` (web/hosts.py: DNS rebinding)."))
+    events_max_s: float = Field(300.0, gt=0, description=(
+        "An event stream (`/api/v1/jobs/{id}/events`) ends after this many seconds; EventSource reconnects."))
     # Uploads: Werkzeug's own multipart limits, set explicitly so a 413 can name the one hit.
-    max_form_parts: int = Field(100, ge=1)  # multipart parts (fields + files) per request
-    # Bytes of one text field.  Werkzeug also applies it to each 64 KiB read of the body: keep it well above.
-    max_form_memory_size: int = Field(500_000, ge=256 * 1024)
-    # Concurrent decodes of images over ~2 Mpx per web process; each of 40 Mpx takes up to ~0.5 GB.
-    # 8 hostile uploads against 2 processes peaked at 0.98 GB a process with 1, 1.38 GB with 2.
-    max_decodes: int = Field(1, ge=1)
-    decode_wait_s: float = Field(10.0, ge=0)  # an upload waits this long for a decode slot, then 503
-    # CPU seconds one upload's decoding may take, plus 0.25 s per megapixel (shared/images.py), then
-    # 422 image_too_complex: 12 s for 40 Mpx, ten times what the busiest 40 Mpx JPEG took.
-    decode_budget_s: float = Field(2.0, gt=0)
-    max_queued_per_client: int = Field(0, ge=0)  # queued jobs per client (keyed like the rate limit); 0: off
-    # The result cache (shared/cache.py) answers each owner (token) from its own jobs only; true shares
-    # it across owners (a public deployment: a hit then tells that someone already sent the photo).
-    cache_shared: bool = False
+    max_form_parts: int = Field(100, ge=1, description=(
+        "Multipart parts (fields and files) per request; more: 413 naming the limit."))
+    # Werkzeug also applies it to each 64 KiB read of the body: keep it well above that.
+    max_form_memory_size: int = Field(500_000, ge=256 * 1024, description=(
+        "Bytes of one text field of a multipart form; more: 413 naming the limit."))
+    # Each decode of 40 Mpx takes up to ~0.5 GB. 8 hostile uploads against 2 processes peaked at
+    # 0.98 GB a process with 1, 1.38 GB with 2.
+    max_decodes: int = Field(1, ge=1, description=(
+        "Concurrent decodes of images over ~2 Mpx per web process; the others wait."))
+    decode_wait_s: float = Field(10.0, ge=0, description=(
+        "Seconds an upload waits for a decode slot, then 503 with `Retry-After`."))
+    # 12 s for 40 Mpx: ten times what the busiest 40 Mpx JPEG took.
+    decode_budget_s: float = Field(2.0, gt=0, description=(
+        "CPU seconds one image's decoding may take, plus 0.25 s per megapixel (shared/images.py), then "
+        "422 `image_too_complex` (so are JPEGs of more than 64 scans, refused from their markers)."))
+    max_queued_per_client: int = Field(0, ge=0, description=(
+        "Queued jobs per client (keyed like the rate limit), then 429 `too_many_queued`; 0: off."))
+    cache_shared: bool = Field(False, description=(
+        "The result cache (shared/cache.py) answers each token from its own jobs only; true shares it "
+        "across tokens, for a public deployment (a hit then tells that someone already sent the photo, "
+        "but never shows another token's job id)."))
 
-    # Webhooks (shared/webhooks.py, shared/delivery.py).  Deliveries are signed with the secret
-    # (Standard Webhooks: "whsec_" + base64 of 24-64 random bytes); without one, a submit that
-    # names a webhook is refused.  `dreamq up` makes one in the data directory when none is set.
-    webhook_secret: SecretStr | None = None
-    webhook_allow_private: bool = False  # deliver to loopback and private addresses (local setups, tests)
-    webhook_max_attempts: int = Field(6, ge=1, le=20)  # per event, the first one included
-    webhook_retry_base_s: float = Field(10.0, gt=0)  # the wait before the 2nd attempt; x4 each time after
-    webhook_timeout_s: float = Field(5.0, gt=0, le=30)  # to connect, and for each read of the answer
-    # The whole of one attempt (resolve, connect, send, read the answer): a receiver that sends a byte
-    # now and then resets the per-read timeout above, never this.
-    webhook_attempt_s: float = Field(15.0, gt=0, le=300)
-    # Attempts in flight to one receiver origin (scheme, host, port), across delivery processes; 0: no limit.
-    webhook_per_origin: int = Field(2, ge=0)
-    webhook_progress_interval_s: float = Field(5.0, ge=0)  # at most one progress (and one output) event per job per this
-    webhook_concurrency: int = Field(8, ge=1)  # deliveries in flight per delivery process
+    # Webhooks (shared/webhooks.py and the delivery process).
+    webhook_secret: SecretStr | None = Field(None, description=(
+        "Signs webhook deliveries (Standard Webhooks: `whsec_` + base64 of 24-64 random bytes); checked "
+        "at start. Without one, a submit that names a webhook is a 422; `dreamq up` makes one in the "
+        "data directory when none is set."))
+    webhook_allow_private: bool = Field(False, description=(
+        "Deliver webhooks to loopback and private addresses too (local setups, tests)."))
+    webhook_max_attempts: int = Field(6, ge=1, le=20, description="Attempts per event, the first one included.")
+    webhook_retry_base_s: float = Field(10.0, gt=0, description=(
+        "Seconds before an event's 2nd attempt; ×4 each time after (±20 % jitter)."))
+    webhook_timeout_s: float = Field(5.0, gt=0, le=30, description=(
+        "Seconds to connect to a receiver, and for each read of its answer."))
+    webhook_attempt_s: float = Field(15.0, gt=0, le=300, description=(
+        "Seconds for the whole of one attempt (resolve, connect, send, read the answer): a receiver that "
+        "sends a byte now and then resets the per-read timeout, never this."))
+    webhook_per_origin: int = Field(2, ge=0, description=(
+        "Attempts in flight to one receiver origin (scheme, host, port), across delivery processes; "
+        "0: no limit."))
+    webhook_progress_interval_s: float = Field(5.0, ge=0, description=(
+        "At most one `progress` (and one `output`) event per job per this many seconds."))
+    webhook_concurrency: int = Field(8, ge=1, description="Deliveries in flight per delivery process.")
 
-    # Tokens and sessions (web/auth.py).  Admin tokens see and cancel every job; others only their own.
-    admin_tokens: Annotated[list[str], NoDecode] = []
-    login_max_failures: int = Field(10, ge=1)  # failed logins per address per window, then 429
-    login_window_s: int = Field(300, ge=1)
+    # Tokens and sessions (web/auth.py).
+    admin_tokens: Annotated[list[str], NoDecode] = Field([], description=(
+        "Tokens (comma-separated, each at least 32 characters) that see, read and cancel every job; "
+        "other tokens see only their own."))
+    login_max_failures: int = Field(10, ge=1, description=(
+        "Failed page logins per address per window, then 429 with `Retry-After` (counted in Redis)."))
+    login_window_s: int = Field(300, ge=1, description="The window of those failed logins, in seconds.")
 
     @field_validator("models", "plugins", "api_tokens", "admin_tokens", "allowed_hosts", mode="before")
     @classmethod
@@ -122,7 +171,7 @@ class Settings(BaseSettings):
             v = v.get_secret_value()
         if v is None or (isinstance(v, str) and not v.strip()):
             return None
-        from .webhooks import check_secret
+        from .signing import check_secret
 
         check_secret(v)
         return v

@@ -78,11 +78,9 @@ def fold_finished(client: redis.Redis, ids: list[str] | None = None) -> None:
             p.execute()
 
 
-@job_submitted.connect
-def _on_submitted(jobs, job, **_):
+def on_submitted(jobs, job, **_):
     record_submitted(jobs.r, job.id, job.params.get("model", UNKNOWN_MODEL))
 
 
-@job_finished.connect
-def _on_finished(jobs, job_id, **_):
+def on_finished(jobs, job_id, **_):
     fold_finished(jobs.r, [job_id])

@@ -16,7 +16,7 @@ event.  Deliveries are signed with the Standard Webhooks scheme (https://www.sta
 keyed by DREAMQ_WEBHOOK_SECRET; a receiver verifies with ``standardwebhooks.Webhook(secret).verify``.
 
 SSRF: the host is resolved when the job is submitted and again before each attempt
-(shared/delivery.py), and every address it resolves to must be public: loopback, private,
+(dreamq/delivery.py), and every address it resolves to must be public: loopback, private,
 link-local (169.254.169.254, cloud metadata), shared, multicast, reserved and unspecified
 addresses are refused, in IPv4 and IPv6 and in the IPv4 forms IPv6 can carry (mapped, 6to4,
 Teredo, NAT64).  The resolver (glibc's ``inet_aton``) reads ``2130706433``, ``0x7f.1`` and
@@ -29,24 +29,19 @@ queue, so that neither a GPU worker nor a web request ever waits on a receiver.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import json
 import logging
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from urllib.parse import urlsplit
-
-from standardwebhooks import Webhook
 
 from . import keys
 from .job import QUEUED, dumps, job_json
 from .jobs import job_finished, job_output, job_progress, job_started
+
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +49,6 @@ EVENTS = ("start", "progress", "output", "completed")
 DEFAULT_EVENTS = ("completed",)
 THROTTLED = ("progress", "output")
 MAX_URL_LENGTH = 2048
-SECRET_PREFIX = "whsec_"
 
 Resolver = Callable[[str, int], list[str]]  # (host, port) -> the addresses it resolves to
 
@@ -67,36 +61,6 @@ class WebhookRefused(ValueError):
     def __init__(self, message: str, temporary: bool = False):
         super().__init__(message)
         self.temporary = temporary
-
-
-# -- the secret and the signature --------------------------------------------------------
-
-def check_secret(secret: str) -> bytes:
-    """The key of a ``whsec_`` secret; ValueError (never showing the secret) if it is not one."""
-    how = ("DREAMQ_WEBHOOK_SECRET must be `whsec_` followed by the base64 of 24 to 64 random bytes, e.g. "
-           "python -c \"import base64,secrets; print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\"")
-    if not secret.startswith(SECRET_PREFIX):
-        raise ValueError(how)
-    try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(how) from None
-    if not 24 <= len(key) <= 64:
-        raise ValueError(how)
-    return key
-
-
-def new_secret() -> str:
-    import secrets
-
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def signed_headers(secret: str, msg_id: str, body: str, timestamp: float | None = None) -> dict[str, str]:
-    """The three Standard Webhooks headers of one attempt (signed now: receivers refuse old timestamps)."""
-    when = datetime.fromtimestamp(int(time.time() if timestamp is None else timestamp), tz=timezone.utc)
-    signature = Webhook(secret).sign(msg_id=msg_id, timestamp=when, data=body)
-    return {"webhook-id": msg_id, "webhook-timestamp": str(int(when.timestamp())), "webhook-signature": signature}
 
 
 # -- which URLs ---------------------------------------------------------------------------
@@ -207,6 +171,11 @@ def parse_events(raw: str | list[str] | None) -> list[str]:
 
 # -- queuing a delivery for each event ---------------------------------------------------
 
+# The delivery process's own Celery queue and task (dreamq/delivery.py).
+QUEUE = "dreamq.webhooks"
+TASK = "dreamq.webhook"
+
+
 def notify(jobs, job_id: str, event: str, throttle_s: float = 0.0) -> bool:
     """Queue the delivery of ``event`` if the job has a webhook that wants it; True if queued.
 
@@ -226,9 +195,8 @@ def notify(jobs, job_id: str, event: str, throttle_s: float = 0.0) -> bool:
     if job is None or jobs.celery is None:
         return False
     body = dumps(job_json(job, jobs.queue_position(job_id) if job.status == QUEUED else None))
-    from .delivery import send  # here: it imports Celery, which the rest of this module does not need
-
-    send(jobs.celery, job_id, event, f"msg_{uuid.uuid4().hex}", hook["url"], body)
+    # By name: the delivery process (dreamq/delivery.py) runs the task; no process here imports it.
+    jobs.celery.send_task(TASK, args=[job_id, event, f"msg_{uuid.uuid4().hex}", hook["url"], body], queue=QUEUE)
     return True
 
 
@@ -249,11 +217,8 @@ def _subscriber(event: str, throttled: bool = False):
     return receive
 
 
-_on_start = _subscriber("start")
-_on_progress = _subscriber("progress", throttled=True)
-_on_output = _subscriber("output", throttled=True)
-_on_completed = _subscriber("completed")
-job_started.connect(_on_start)
-job_progress.connect(_on_progress)
-job_output.connect(_on_output)
-job_finished.connect(_on_completed)
+# What shared/hooks.py subscribes, one per event.
+on_start = _subscriber("start")
+on_progress = _subscriber("progress", throttled=True)
+on_output = _subscriber("output", throttled=True)
+on_completed = _subscriber("completed")

@@ -13,6 +13,17 @@ from PIL import Image  # noqa: E402
 from bench.cluster import ROOT, SAMPLE, Service  # noqa: E402, F401
 
 
+LAYERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(items):
+    """Each test is marked with its layer, the folder it lives in: `-m unit` runs the fast layer."""
+    for item in items:
+        layer = item.path.parent.name
+        if layer in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))
+
+
 @pytest.fixture(scope="session")
 def photo() -> np.ndarray:
     """A real photograph (NASA, public domain), 512x512 RGB."""
@@ -45,7 +56,7 @@ def redis_url(tmp_path_factory):
         redis.Redis.from_url(url).flushdb()
         yield url
         return
-    from shared.redis_server import EmbeddedRedis
+    from dreamq.redis_server import EmbeddedRedis
 
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
     yield server.url

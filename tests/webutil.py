@@ -1,16 +1,22 @@
-"""Helpers for the web tests: an app on the test Redis, images as real encoded files."""
+"""Helpers for the tests: an app on the test Redis, images as real encoded files, `dreamq up` processes."""
 from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import struct
+import subprocess
+import sys
 import time
 import zlib
 
 import numpy as np
+import psutil
+import requests
 from PIL import Image
 
-from bench.cluster import wait_for  # noqa: F401  (the tests import it from here)
+from bench.cluster import ROOT, wait_for  # noqa: F401  (the tests import wait_for from here)
 from shared.settings import Settings
 
 
@@ -77,3 +83,34 @@ def sse_events(body: str) -> list[tuple[str, dict]]:
         if name:
             events.append((name, data))
     return events
+
+
+# -- `dreamq up` as a person runs it (the system tests) ----------------------------------------
+
+def _up(data_dir, port, log, workers=1, **extra_env):
+    env = {k: v for k, v in os.environ.items() if k != "DREAMQ_REDIS_URL"}
+    env.update({"DREAMQ_MODELS": "vgg16_hed", "TF_CPP_MIN_LOG_LEVEL": "3", "DREAMQ_HEARTBEAT_S": "0.5", **extra_env})
+    return subprocess.Popen([sys.executable, "-m", "dreamq.cli", "up", "--port", str(port), "--data-dir", str(data_dir),
+                             "--workers", str(workers)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_ready(base, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "dreamq up exited"
+        try:
+            if requests.get(base + "/readyz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError("dreamq up never became ready")
+
+
+def _stop(proc):
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(90) == 0
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"left running: {[p.cmdline() for p in alive]}"

@@ -45,6 +45,9 @@ def create_app(settings: Settings | None = None, *, celery=None, redis_client=No
         hops = settings.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     # resolver: how webhook hosts are looked up (host, port) -> addresses; tests pass their own.
+    from shared import hooks
+
+    hooks.install(settings)  # metrics, result cache, webhooks and DREAMQ_PLUGINS hear the web's transitions
     app.extensions["dreamq"] = Services(settings, celery=celery, redis_client=redis_client, resolver=resolver)
 
     limits.init_app(app, settings, redis_client)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import importlib
 import math
 import mimetypes
 import posixpath
@@ -31,7 +30,8 @@ from shared.store import StoreError
 from shared.workers import live_workers, model_status, ready_workers
 
 from .auth import authenticate, bearer_token, can_see, owner_filter, request_owner
-from .errors import ApiError, not_found, upload_too_large
+from .errors import ApiError, not_found
+from .forms import form_too_large
 from .integrations import idempotency_key, prefer_wait, submit_once, wait_for
 from .limits import check_submission, client_key
 from .services import services
@@ -94,31 +94,6 @@ def check_caps() -> None:
         raise queue_full()
     if settings.max_queued_per_client and state.client_queued(client_key()) >= settings.max_queued_per_client:
         raise client_full(settings.max_queued_per_client)
-
-
-def form_too_large(exc: RequestEntityTooLarge) -> ApiError:
-    """Name the limit Werkzeug really hit: it raises the same bare 413 for all three."""
-    settings = services().settings
-    if request.content_length is not None and request.content_length > settings.max_content_length:
-        return upload_too_large(settings.max_content_length)
-    frames, tb = [], exc.__traceback__
-    while tb is not None:  # the multipart parser's frames that raised tell which check failed
-        frames.append(tb.tb_frame)
-        tb = tb.tb_next
-    for frame in frames:
-        owner = frame.f_locals.get("self")
-        if getattr(owner, "max_parts", None) is not None and getattr(owner, "_parts_decoded", 0) > owner.max_parts:
-            message = (f"the form has more than {settings.max_form_parts} parts (fields and files), "
-                       "the DREAMQ_MAX_FORM_PARTS limit")
-            return ApiError(413, "too_many_form_parts", message, {"form": message})
-    for frame in frames:
-        size, owner = frame.f_locals.get("field_size"), frame.f_locals.get("self")
-        limit = getattr(owner, "max_form_memory_size", None)
-        if frame.f_code.co_name == "receive_data" or (size is not None and limit is not None and size > limit):
-            message = (f"a text field is over the {settings.max_form_memory_size} byte limit "
-                       "(DREAMQ_MAX_FORM_MEMORY_SIZE); the photo goes in the `image` file field")
-            return ApiError(413, "form_field_too_large", message, {"form": message})
-    return upload_too_large(settings.max_content_length)
 
 
 # Up to this many pixels (a 1920x1080 photo: ~25 MB to decode at worst) an upload needs no decode slot.
@@ -276,10 +251,9 @@ def submit_from_request() -> Job:
             give_back_memory()
     del data, guide
 
-    check_work = kind_check_work(kind)
-    if check_work is not None:  # e.g. kind=zoom: frames x pixels within DREAMQ_ZOOM_MAX_WORK
+    if kind.check_work is not None:  # e.g. kind=zoom: frames x pixels within DREAMQ_ZOOM_MAX_WORK
         try:
-            check_work(params, height, width, svc.settings)
+            kind.check_work(params, height, width, svc.settings)
         except ParamsError as exc:
             raise ApiError(422, "invalid_params", "invalid request: " + str(exc), exc.fields) from None
 
@@ -353,16 +327,6 @@ def guide_image_error(fn, *args, **kwargs):
         renamed = ImageError(exc.code, f"the guide image: {exc}")
         renamed.field = "guide"
         raise renamed from None
-
-
-def kind_check_work(kind):
-    """The kind's ``check_work(params, height, width, settings)``, if its module has one: the
-    limits that need the decoded image's size (kind=zoom: frames x pixels)."""
-    check = getattr(kind, "check_work", None)
-    if check is None:
-        module = importlib.import_module(kind.run.__module__)
-        check = getattr(module, "check_work", None)
-    return check
 
 
 def queue_full() -> ApiError:

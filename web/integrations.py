@@ -35,6 +35,7 @@ from shared.job import Job
 
 from .auth import request_owner
 from .errors import ApiError
+from .forms import form_too_large
 from .limits import check_submission, client_key
 from .services import services
 
@@ -90,8 +91,6 @@ def fingerprint() -> str:
     h = hashlib.sha256(b"dreamq-submit-v1\0" + request.mimetype.encode() + b"\0")
     if request.mimetype != "multipart/form-data":
         return h.hexdigest()  # never stored: such a request is refused (415)
-    from .api import form_too_large  # api imports this module
-
     try:
         form, files = request.form, request.files
     except RequestEntityTooLarge as exc:

@@ -120,7 +120,7 @@ class RedisCollector:
             h.add_metric([model], *_histogram(raw))
         yield h
 
-        # Webhooks (shared/delivery.py): every attempt by outcome; every event once, delivered or given up.
+        # Webhooks (dreamq/delivery.py): every attempt by outcome; every event once, delivered or given up.
         c = CounterMetricFamily("dreamq_webhook_attempts", "Webhook delivery attempts, by outcome.",
                                 labels=["outcome"])
         counts = {o: 0 for o in WEBHOOK_OUTCOMES} | {k.decode(): int(n) for k, n in hook_attempts.items()}

@@ -1,9 +1,9 @@
-"""Starting workers: one process per GPU, each warm before it consumes."""
+"""Starting a worker in this process, warm before it consumes (`dreamq worker`; dreamq/supervisor.py
+starts one per GPU)."""
 from __future__ import annotations
 
 import logging
 import os
-import sys
 
 from shared.queue import QUEUE
 from shared.settings import Settings
@@ -24,21 +24,3 @@ def run_worker(settings: Settings, device: str = "cpu", loglevel: str = "INFO") 
 
     app = create_app(settings, device=device)
     app.worker_main(["worker", "-Q", QUEUE, "-n", f"dreamq-{os.getpid()}@%h", f"--loglevel={loglevel}"])
-
-
-def gpu_children(gpus: list[str], extra_env: dict[str, str] | None = None) -> list:
-    """One `dreamq worker` process per GPU, each seeing only its own device."""
-    from dreamq.supervisor import Child
-
-    return [Child(f"worker gpu:{gpu}", [sys.executable, "-m", "dreamq.cli", "worker"], group="workers",
-                  env={**os.environ, **(extra_env or {}), "CUDA_VISIBLE_DEVICES": gpu, "DREAMQ_DEVICE": f"gpu:{gpu}"})
-            for gpu in gpus]
-
-
-def supervise_gpus(gpus: list[str]) -> int:
-    """`dreamq worker --gpus 0,1`: the workers under the supervisor of `dreamq up` (restarted when
-    they die, with backoff; Ctrl-C or SIGTERM stops them, each giving its running job back)."""
-    from dreamq.supervisor import Supervisor, configure_logging
-
-    configure_logging()
-    return Supervisor(gpu_children(gpus)).run()

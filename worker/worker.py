@@ -34,7 +34,6 @@ worker becoming idle (18 s by default; the goal is 90 s).
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -47,11 +46,13 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from shared import cache, keys, stats, webhooks  # noqa: F401 — stats, cache, webhooks: they subscribe to the lifecycle here too
+from shared import cache, hooks, keys
 from shared.images import encode_png
 from shared.job import CANCELED, FAILED, QUEUED, SUCCEEDED
 from shared.jobs import Jobs
-from shared.kinds import Context, Files, JobFailed, get_kind
+from shared.kinds import get_kind
+
+from .kinds import HANDLERS, Context, Files, JobFailed
 from shared.settings import Settings
 from shared.store import StoreError, open_store
 
@@ -70,9 +71,7 @@ class Worker:
         # the record stays `running` with a live owner that no recovery looks at.
         retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=12)
         self.r = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30, retry=retry)
-        for module in settings.plugins:  # DREAMQ_PLUGINS: e.g. subscribers to the lifecycle's signals
-            importlib.import_module(module)
-            log.info("plugin %s loaded", module)
+        hooks.install(settings)  # metrics, result cache, webhooks and DREAMQ_PLUGINS hear this worker's transitions
         self.store = open_store(settings)
         self.jobs = Jobs(self.r, settings.job_ttl_s, store=None, celery=celery_app)  # store=None: a worker
         # never deletes an input on cancel (the web does), it only sends messages again
@@ -312,7 +311,7 @@ class Worker:
         from .dream import Canceled, LossNotFinite
 
         try:
-            outcome = kind.run(ctx)
+            outcome = HANDLERS[kind.name](ctx)
         except Canceled:
             return self._stopped(job_id, stop.reason or "canceled")
         except LossNotFinite as exc:

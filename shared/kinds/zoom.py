@@ -13,7 +13,8 @@ A later attempt of the job (its worker died, or was stopped and gave the job bac
 the frames already stored instead of dreaming them again (``metrics.frames_resumed``), and
 dreams on from the last one.  A canceled job keeps its frames (they expire with the job).
 
-The video is encoded at the end from the stored frames, one at a time (shared/video.py):
+The handler is worker/kinds/zoom.py.  The video is encoded at the end from the stored
+frames, one at a time (worker/video.py):
 mp4 (H.264), webm (VP9), gif or webp, at ``fps``.  Its name and media type depend on
 ``format``: ``KIND.result_name(params)``, ``KIND.result_media_type(params)``.
 
@@ -22,28 +23,22 @@ by the web once it knows the picture's size, and again here).
 """
 from __future__ import annotations
 
-import logging
-import math
-import os
-import tempfile
-import time
 from typing import Any, Literal, Mapping
 
-import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from ..images import ImageError, decode_image, encode_png
 from ..params import MAX_ITERATIONS, MAX_OCTAVES, DreamParams, ParamsError, validate
-from ..video import FORMATS, MAX_GIF_FPS, MEDIA_TYPES
-from . import Context, Files, JobFailed, Kind
+from .kind import Kind
 
-log = logging.getLogger(__name__)
-
-# Every default of a zoom job in one place (the README quotes it).  A frame is dreamed from
+# Every default of a zoom job in one place (docs/ZOOM_AND_GUIDES.md quotes it).  A frame is dreamed from
 # an already dreamed one, so it needs fewer steps than a photo: 5 steps on 2 octaves.
 ZOOM_DEFAULTS: dict[str, Any] = {"frames": 48, "zoom": 1.05, "rotate": 0.0, "fps": 12, "format": "mp4",
                                  "iterations": 5, "octaves": 2}
 MIN_FRAMES, MAX_FRAMES = 2, 600
+# The video formats a zoom job can ask for (worker/video.py encodes them).
+FORMATS = ("mp4", "webm", "gif", "webp")
+MEDIA_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "gif": "image/gif", "webp": "image/webp"}
+MAX_GIF_FPS = 50  # GIF counts time in hundredths of a second
 MAX_ZOOM = 1.25
 MAX_ROTATE = 10.0  # degrees per frame, either way
 MAX_FPS = 60
@@ -98,27 +93,6 @@ def check_work(params: ZoomParams | Mapping[str, Any], height: int, width: int, 
                                  f"this server's limit of {limit:,} (DREAMQ_ZOOM_MAX_WORK): give {hint}"})
 
 
-def zoom_frame(rgb: np.ndarray, zoom: float, rotate: float) -> np.ndarray:
-    """The next frame's start: the centre 1/zoom of ``rgb`` at full size, turned ``rotate``
-    degrees counter-clockwise about the centre.  Bilinear; outside the picture, the edge."""
-    from PIL import Image
-
-    if zoom == 1 and rotate == 0:
-        return rgb
-    h, w = rgb.shape[:2]
-    theta = math.radians(rotate)
-    c, s = math.cos(theta) / zoom, math.sin(theta) / zoom
-    # Output pixel (x, y) samples the input at centre + [[c, -s], [s, c]] (x, y) - centre (y down:
-    # counter-clockwise on screen).  A turned corner may sample outside the picture: pad with the
-    # edge pixels far enough for it (and its bilinear neighbour), so outside is the edge.
-    mx = max(0, math.ceil(abs(c) * w / 2 + abs(s) * h / 2 - w / 2)) + 2
-    my = max(0, math.ceil(abs(s) * w / 2 + abs(c) * h / 2 - h / 2)) + 2
-    padded = Image.fromarray(np.pad(rgb, ((my, my), (mx, mx), (0, 0)), mode="edge"), "RGB")
-    # Pillow's affine map takes output coordinates to input ones, pixel centres at +0.5.
-    matrix = (c, -s, mx + w / 2 - c * w / 2 + s * h / 2, s, c, my + h / 2 - s * w / 2 - c * h / 2)
-    return np.asarray(padded.transform((w, h), Image.Transform.AFFINE, matrix, resample=Image.Resampling.BILINEAR))
-
-
 def result_format(params: Mapping[str, Any]) -> tuple[str, str]:
     fmt = params.get("format") or ZOOM_DEFAULTS["format"]
     return f"result.{fmt}", MEDIA_TYPES[fmt]
@@ -130,128 +104,7 @@ def progress_before_start(params: dict) -> dict:
             "eta_s": None}
 
 
-def _stop() -> None:
-    """Stop the way the engine does (the worker knows why: cancel, shutdown, time limit)."""
-    from worker.dream import Canceled  # only a worker runs a handler
-
-    raise Canceled()
-
-
-def _decode(data: bytes | None, what: str) -> np.ndarray:
-    if data is None:
-        raise JobFailed("input_missing", f"the {what} is no longer in the store")
-    try:
-        return decode_image(data, max_pixels=2**62)  # our own files: the web checked the upload's size
-    except ImageError as exc:
-        raise JobFailed("input_unreadable", f"the {what} could not be read back", exc) from None
-
-
-def _frames_stored(ctx: Context, frames: int) -> int:
-    """How many frames a previous attempt stored: frames 0..n-1, n returned.  The record's
-    count is where to look first; the store has the last word (a frame is stored before
-    the record counts it)."""
-    hint = int((ctx.job.metrics or {}).get("frames_done") or 0)
-    n = min(hint, frames) if hint > 0 and ctx.files.exists("frame", n=min(hint, frames) - 1) else 0
-    while n < frames and ctx.files.exists("frame", n=n):
-        n += 1
-    return n
-
-
-def run(ctx: Context) -> dict:
-    from ..settings import get_settings
-
-    try:
-        from .image import load_guide
-    except ImportError:  # an older image kind: no guides
-        def load_guide(ctx):
-            return None
-
-    params: ZoomParams = ctx.params
-    image = _decode(ctx.files.get("input"), "uploaded image")
-    h, w = image.shape[:2]
-    try:
-        check_work(params, h, w, get_settings())
-    except ParamsError as exc:
-        raise JobFailed("invalid_params", exc.fields["frames"]) from None
-    guide = load_guide(ctx)
-    extra = {} if guide is None else {"guide": guide}
-    total = params.frames
-
-    done = _frames_stored(ctx, total) if ctx.job.attempts > 1 else 0
-    current = None
-    if done:
-        try:
-            current = decode_image(ctx.files.get("frame", n=done - 1), max_pixels=2**62)
-        except (ImageError, TypeError) as exc:  # gone or unreadable since we looked: start over
-            log.warning("job %s: stored frame %d unreadable (%s); dreaming every frame", ctx.job.id, done - 1, exc)
-            done, current = 0, None
-    resumed = done
-    if resumed:
-        log.info("job %s: attempt %d resumes after %d stored frames of %d", ctx.job.id, ctx.job.attempts,
-                 resumed, total)
-        ctx.preview(current)
-
-    base = {"frames": total, "octaves": params.octaves, "steps": params.iterations}
-    ctx.progress({**base, "fraction": round(done / total, 4), "frame": done, "frames_done": done, "octave": None,
-                  "step": None, "loss": None, "eta_s": None}, final=True)
-    started = time.monotonic()
-    dream_s = store_s = 0.0
-
-    for k in range(done, total):
-        if ctx.should_stop():  # also between frames (a job of 0 iterations has no steps to poll in)
-            _stop()
-        source = image if k == 0 else zoom_frame(current, params.zoom, params.rotate)
-        frame_params = params.model_copy(update={"seed": (params.seed + k) % 2**31})
-
-        def on_progress(p, k=k):
-            work = k + p.fraction  # frames' worth done, all attempts
-            this_attempt = work - resumed
-            elapsed = time.monotonic() - started
-            eta = elapsed / this_attempt * (total - work) if this_attempt > 0 else None
-            ctx.progress({**base, "fraction": round(work / total, 4), "frame": k, "frames_done": k,
-                          "octave": p.octave, "octaves": p.octaves, "step": p.step, "steps": p.steps,
-                          "loss": round(p.loss, 4), "eta_s": None if eta is None else round(eta, 2)})
-
-        t0 = time.monotonic()
-        current = ctx.engine.dream(source, frame_params, on_progress=on_progress,
-                                   should_cancel=ctx.should_stop, **extra)
-        t1 = time.monotonic()
-        dream_s += t1 - t0
-        ctx.files.put("frame", encode_png(current), n=k)  # stored first, then counted
-        ctx.record(metrics={"frames_done": k + 1, "frames": total, "frames_resumed": resumed})
-        elapsed = time.monotonic() - started
-        left = total - k - 1
-        ctx.progress({**base, "fraction": round((k + 1) / total, 4), "frame": k, "frames_done": k + 1,
-                      "octave": None, "step": None, "loss": None,
-                      "eta_s": round(elapsed / (k + 1 - resumed) * left, 2)}, final=True)
-        ctx.preview(current)
-        store_s += time.monotonic() - t1
-
-    t0 = time.monotonic()
-    name, _ = result_format(params.model_dump())
-    with tempfile.TemporaryDirectory(prefix="dreamq-zoom-") as tmp:
-        path = os.path.join(tmp, name)
-        from ..video import encode
-
-        encode(_stored_frames(ctx, total), params.fps, params.format, path)
-        size = os.path.getsize(path)
-        url = Files(ctx.files.store, ctx.files.job_id, {"result": name}).put_file("result", path)
-    encode_s = time.monotonic() - t0
-    return {"result_url": url, "dream_s": round(dream_s, 4),
-            "metrics": {"frames": total, "frames_done": total, "frames_resumed": resumed,
-                        "frames_computed": total - resumed, "store_s": round(store_s, 4),
-                        "encode_s": round(encode_s, 4), "result_bytes": size}}
-
-
-def _stored_frames(ctx: Context, total: int):
-    """The stored frames in order, one in memory at a time; stops like the engine when asked."""
-    for k in range(total):
-        if ctx.should_stop():
-            _stop()
-        yield _decode(ctx.files.get("frame", n=k), f"frame {k}")
-
-
 KIND = Kind(name="zoom", params=ZoomParams, parse=parse_zoom,
             files={"input": INPUT, "preview": PREVIEW, "guide": GUIDE, "frame": FRAME},
-            media_type=MEDIA_TYPES[ZOOM_DEFAULTS["format"]], progress=progress_before_start, run=run,
-            result=result_format)
+            media_type=MEDIA_TYPES[ZOOM_DEFAULTS["format"]], progress=progress_before_start,
+            check_work=check_work, result=result_format)
