@@ -94,8 +94,23 @@ def tiny_photo(photo) -> np.ndarray:
 
 
 @pytest.fixture
+def app_settings() -> dict:
+    """Settings of the ``app`` fixture beyond the test Redis and data dir: a module (or a test)
+    that needs others overrides this fixture, never ``app`` itself."""
+    return {}
+
+
+@pytest.fixture
+def app(clean_redis, redis_url, tmp_path, app_settings):
+    """The web app (the app factory, as gunicorn runs it) on the emptied test Redis."""
+    from .webutil import make_app
+
+    return make_app(redis_url, tmp_path, **app_settings)
+
+
+@pytest.fixture
 def client(app):
-    """The Flask test client of the module's ``app`` fixture."""
+    """The Flask test client of ``app``."""
     return app.test_client()
 
 

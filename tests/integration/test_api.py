@@ -25,8 +25,8 @@ from ..webutil import bomb_png, encode, heartbeat, make_app, post_job, sixteen_b
 
 
 @pytest.fixture
-def app(clean_redis, redis_url, tmp_path):
-    return make_app(redis_url, tmp_path, max_content_length=2 * 1024 * 1024, events_max_s=2)
+def app_settings():
+    return {"max_content_length": 2 * 1024 * 1024, "events_max_s": 2}
 
 
 

@@ -26,14 +26,9 @@ def bearer(token: str) -> dict:
 
 
 @pytest.fixture
-def app(clean_redis, redis_url, tmp_path):
-    return make_app(redis_url, tmp_path, api_tokens=[ALICE, BOB], admin_tokens=[ADMIN], login_max_failures=3,
-                    allowed_hosts=["dreamq.example"])  # the cookie test serves that name too
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
+def app_settings():
+    return {"api_tokens": [ALICE, BOB], "admin_tokens": [ADMIN], "login_max_failures": 3,
+            "allowed_hosts": ["dreamq.example"]}  # the cookie test serves that name too
 
 
 def submit(client, jpeg, token: str | None) -> str:

@@ -21,8 +21,8 @@ SECRET, OTHER = "s3cret-" + "x" * 32, "other-" + "y" * 32
 
 
 @pytest.fixture
-def app(clean_redis, redis_url, tmp_path):
-    return make_app(redis_url, tmp_path, max_content_length=2 * 1024 * 1024)
+def app_settings():
+    return {"max_content_length": 2 * 1024 * 1024}
 
 
 def state_of(app) -> Jobs:

@@ -25,9 +25,6 @@ from ..webutil import heartbeat, make_app, post_job
 IV3, HED = "inception_v3", "vgg16_hed"
 
 
-@pytest.fixture
-def app(clean_redis, redis_url, tmp_path):
-    return make_app(redis_url, tmp_path)
 
 
 def scrape(client) -> dict[str, dict[tuple, float]]:

@@ -14,8 +14,8 @@ from ..webutil import encode, make_app
 
 
 @pytest.fixture
-def app(clean_redis, redis_url, tmp_path):
-    return make_app(redis_url, tmp_path, max_content_length=1024 * 1024)
+def app_settings():
+    return {"max_content_length": 1024 * 1024}
 
 
 

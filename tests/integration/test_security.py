@@ -82,9 +82,6 @@ def test_a_pickle_message_is_refused_and_runs_nothing(service, tiny_photo, tmp_p
 # -- ids, tokens, headers, uploads, debug -------------------------------------------------------
 
 
-@pytest.fixture
-def app(clean_redis, redis_url, tmp_path):
-    return make_app(redis_url, tmp_path)
 
 
 @pytest.fixture(scope="module")

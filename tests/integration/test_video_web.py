@@ -21,7 +21,7 @@ from PIL import Image
 from shared import keys
 
 from ..conftest import Service
-from ..webutil import bomb_png, encode, make_app
+from ..webutil import bomb_png, encode
 
 # One VGG layer that works from 32 px, one octave, two steps: a frame in well under a second.
 QUICK = {"model": "vgg16_hed", "layers": "block3_conv3=1", "octaves": "1", "iterations": "2"}
@@ -53,8 +53,8 @@ def job_schema_errors(job: dict) -> list[str]:
 # -- without a worker: the form's fields and the routes' answers -----------------------------
 
 @pytest.fixture
-def app(clean_redis, redis_url, tmp_path):
-    return make_app(redis_url, tmp_path, max_content_length=2 * 1024 * 1024)
+def app_settings():
+    return {"max_content_length": 2 * 1024 * 1024}
 
 
 @pytest.fixture(scope="module")

@@ -146,8 +146,8 @@ def test_the_web_image_installs_no_tensorflow():
 def test_the_wheel_stage_copies_every_package_and_the_project_files():
     stage = dockerfile_stages()["wheel"]
     copied = {src for kw, args in stage if kw == "COPY" for src in args.split()[:-1] if not src.startswith("--")}
-    packages = [p for p in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-                if "." not in p]  # a subpackage (shared.kinds) comes with its folder
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = [p.rstrip("*") for p in find["include"]]  # "web*": web, its subpackages come with its folder
     assert {"pyproject.toml", "README.md", *packages} <= copied
     assert any(kw == "RUN" and "pip wheel" in args for kw, args in stage)
     # ... and the build context keeps them (.dockerignore keeps out the venv and the data).
