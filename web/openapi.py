@@ -39,6 +39,14 @@ def _resp(name: str) -> dict:
     return {"$ref": f"#/components/responses/{name}"}
 
 
+def _job_route(method: str, operation_id: str, summary: str, responses: dict, *, parameters=(), **more) -> dict:
+    """One operation on /api/v1/jobs/{job_id}...: the job id parameter, the `jobs` tag, and the answers
+    every such route can give besides its own (401 with tokens, 404, 503)."""
+    return {"parameters": [JOB_ID, *parameters],
+            method: {"tags": ["jobs"], "operationId": operation_id, "summary": summary, **more,
+                     "responses": {"404": _resp("NotFound"), **responses, **SECURED, "503": _resp("Unavailable")}}}
+
+
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 NUM = {"type": ["number", "null"]}
 INT = {"type": ["integer", "null"]}
@@ -484,12 +492,8 @@ SPEC = {
                               "422": _resp("Invalid"), "503": _resp("Unavailable")},
             },
         },
-        "/api/v1/jobs/{job_id}": {
-            "parameters": [JOB_ID],
-            "get": {"tags": ["jobs"], "operationId": "getJob", "summary": "A job's state and progress.",
-                    "responses": {"200": _json(_ref("Job"), "The job."), **SECURED, "404": _resp("NotFound"),
-                                  "503": _resp("Unavailable")}},
-        },
+        "/api/v1/jobs/{job_id}": _job_route("get", "getJob", "A job's state and progress.",
+                                            {"200": _json(_ref("Job"), "The job.")}),
         "/api/v1/jobs/{job_id}/result": {
             "parameters": [JOB_ID, {"name": "download", "in": "query", "schema": {"type": "string"},
                                     "description": "Any value: sent as an attachment."}],
@@ -524,23 +528,14 @@ SPEC = {
                                               "range, or not finished)."),
                                   "503": _resp("Unavailable")}},
         },
-        "/api/v1/jobs/{job_id}/preview": {
-            "parameters": [JOB_ID],
-            "get": {"tags": ["jobs"], "operationId": "getPreview",
-                    "summary": "The latest intermediate image (after each octave).",
-                    "responses": {"200": {"description": "The latest preview.", **PNG}, **SECURED,
-                                  "404": _err("No such job, or no preview yet (`no_preview`)."),
-                                  "503": _resp("Unavailable")}},
-        },
-        "/api/v1/jobs/{job_id}/cancel": {
-            "parameters": [JOB_ID],
-            "post": {"tags": ["jobs"], "operationId": "cancelJob",
-                     "summary": "Cancel a queued or running job (idempotent).",
-                     "responses": {"202": _json(_ref("Job"), "Canceled, or the worker was asked to stop."),
-                                   **SECURED, "404": _resp("NotFound"),
-                                   "409": _err("The job already succeeded or failed."),
-                                   "503": _resp("Unavailable")}},
-        },
+        "/api/v1/jobs/{job_id}/preview": _job_route(
+            "get", "getPreview", "The latest intermediate image (after each octave).",
+            {"200": {"description": "The latest preview.", **PNG},
+             "404": _err("No such job, or no preview yet (`no_preview`).")}),
+        "/api/v1/jobs/{job_id}/cancel": _job_route(
+            "post", "cancelJob", "Cancel a queued or running job (idempotent).",
+            {"202": _json(_ref("Job"), "Canceled, or the worker was asked to stop."),
+             "409": _err("The job already succeeded or failed.")}),
         "/api/v1/jobs/{job_id}/events": {
             "parameters": [JOB_ID],
             "get": {"tags": ["jobs"], "operationId": "jobEvents",
