@@ -24,7 +24,7 @@ class StrictJSONProvider(DefaultJSONProvider):
 
 
 def create_app(settings: Settings | None = None, *, celery=None, redis_client=None, resolver=None) -> Flask:
-    from . import api, errors, hosts, limits, metrics, pages
+    from . import api, errors, hosts, limits, metrics, ops, pages
     from .services import Services
 
     settings = settings or get_settings()
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, *, celery=None, redis_client=No
     app.debug = False
     # Werkzeug answers 413 for bodies over this without reading them.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
-    # Werkzeug's multipart limits, explicit so that each 413 names the one hit (web/api.py).
+    # Werkzeug's multipart limits, explicit so that each 413 names the one hit (web/forms.py).
     app.config["MAX_FORM_PARTS"] = settings.max_form_parts
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_form_memory_size
     app.json = StrictJSONProvider(app)
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, *, celery=None, redis_client=No
     errors.register(app)
     hosts.init_app(app, settings.allowed_hosts)
     app.register_blueprint(api.bp)
-    app.register_blueprint(api.ops)
+    app.register_blueprint(ops.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(pages.bp)
 

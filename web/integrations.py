@@ -14,8 +14,8 @@ from Werkzeug's spooled upload, not read again into memory), not the raw body, s
 library that picks a new multipart boundary (or filename) on each retry still matches.
 
 Prefer: wait[=N] (RFC 7240, as Replicate's API): hold the answer until the job finishes or N seconds
-pass (default and cap WAIT_MAX_S), polling the record every WAIT_POLL_S as the event stream does;
-under the gevent worker the sleep yields, so no thread is held.
+pass (default and cap WAIT_MAX_S), following the record in the event stream's loop (web/watch.py);
+under the gevent worker its sleep yields, so no thread is held.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from .errors import ApiError
 from .forms import form_too_large
 from .limits import check_submission, client_key
 from .services import services
+from .watch import watch
 
 HEADER = "Idempotency-Key"
 IDEMPOTENCY_TTL_S = 24 * 3600  # the least a key is remembered (as the draft suggests); else as long as its job
@@ -46,7 +47,6 @@ MAX_KEY_LENGTH = 255
 KEY_RE = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")  # printable ASCII
 
 WAIT_MAX_S = 60  # Prefer: wait's default and cap
-WAIT_POLL_S = 0.25
 HASH_CHUNK = 256 * 1024
 
 # Deletes the lock only if it is still this request's (its TTL may have run out and another taken it).
@@ -198,15 +198,7 @@ def prefer_wait() -> int | None:
 
 def wait_for(job: Job, seconds: float, left: Callable[[], bool] = lambda: False) -> Job:
     """The job once finished, or as it is after ``seconds`` (or when the client hangs up, or Redis fails)."""
-    state = services().state
-    deadline = time.monotonic() + seconds
-    while not job.finished and time.monotonic() < deadline and not left():
-        time.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
-        try:
-            now = state.get(job.id)
-        except redis.RedisError:  # the job exists: answer with what is known rather than a 503
-            break
-        if now is None:
-            break
-        job = now
+    for seen in watch(services().state, job.id, seconds, left, job=job):
+        if isinstance(seen, Job):  # Redis failing or the record expiring ends it: the job is answered as known
+            job = seen
     return job

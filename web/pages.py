@@ -16,6 +16,7 @@ from flask import (
 from werkzeug.exceptions import HTTPException
 
 from shared.images import ImageError
+from shared.job import frames_done, has_frames
 from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import DEFAULT_MODEL, MODELS
 from shared.params import DreamParams
@@ -23,17 +24,6 @@ from shared.store import StoreError
 from shared.workers import live_workers, model_status
 
 from . import api
-from .api import (
-    FORM_FIELDS,
-    frames_done,
-    get_job,
-    has_frames,
-    input_response,
-    list_page,
-    public_job,
-    result_media_type,
-    submit_from_request,
-)
 from .auth import (
     authenticate,
     bearer_token,
@@ -47,7 +37,11 @@ from .auth import (
     tokens_configured,
 )
 from .errors import ApiError, from_http, from_image_error
+from .files import input_response, result_media_type
+from .forms import FORM_FIELDS
+from .lookup import get_job, list_page, public_job
 from .services import TOKEN_COOKIE, services
+from .submit import submit_from_request
 
 bp = Blueprint("pages", __name__)
 OPEN_PAGES = ("pages.login", "pages.logout")

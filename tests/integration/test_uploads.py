@@ -141,7 +141,7 @@ def test_cancel_of_a_queued_job_deletes_its_input_and_message(redis_url, clean_r
 
 def test_large_decodes_beyond_the_per_process_limit_get_503_but_photos_and_bombs_do_not_wait(
         redis_url, clean_redis, tmp_path, photo_png):
-    from web.api import SMALL_IMAGE_PIXELS, decode_slots
+    from web.uploads import SMALL_IMAGE_PIXELS, decode_slots
 
     large = hostile.zero_png(2000, SMALL_IMAGE_PIXELS // 2000 + 1)
     app = _app(redis_url, tmp_path, max_decodes=1, decode_wait_s=0)
@@ -251,7 +251,7 @@ def test_under_gevent_decoding_runs_off_the_event_loop_and_errors_come_back_quie
 
     code = ("from gevent import monkey; monkey.patch_all()\n"
             "import threading, gevent\n"
-            "from web.api import off_loop\n"
+            "from web.uploads import off_loop\n"
             "from shared.images import ImageError, decode_image\n"
             "assert off_loop(lambda: threading.get_native_id()) != threading.get_native_id()\n"
             "try:\n    off_loop(lambda: decode_image(b'not an image'))\n"
