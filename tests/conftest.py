@@ -17,11 +17,16 @@ LAYERS = ("unit", "integration", "system")
 
 
 def pytest_collection_modifyitems(items):
-    """Each test is marked with its layer, the folder it lives in: `-m unit` runs the fast layer."""
+    """Each test is marked with its layer, the folder it lives in: `-m unit` runs the fast layer.
+
+    Modules with a `slow` test go first (in their own order): under pytest-xdist, a minute-long
+    module started last would leave the other workers idle at the end."""
     for item in items:
         layer = item.path.parent.name
         if layer in LAYERS:
             item.add_marker(getattr(pytest.mark, layer))
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 @pytest.fixture(scope="session")

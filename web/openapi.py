@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 description of the HTTP API, written by hand: it is the contract.
 
-Only the parameters are derived: from the pydantic models that validate them (each kind's
+Derived from pydantic models: the parameters, from the models that validate them (each kind's
 params: shared.params.DreamParams, kind=zoom's ZoomParams) and the model catalog, so that
-their bounds have one source.
+their bounds have one source; the Job, from the model of its JSON (shared.job.JobView).
 Code generators are one of its readers (tests/test_openapi_client.py generates a client
 with openapi-python-client and dreams with it), schemathesis another (tests/test_fuzz.py).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 
+from shared.job import openapi_schemas, params_components
 from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import DEFAULT_MODEL, MODELS
 from shared.params import DreamParams
@@ -49,9 +50,6 @@ def _job_route(method: str, operation_id: str, summary: str, responses: dict, *,
 
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 NUM = {"type": ["number", "null"]}
-INT = {"type": ["integer", "null"]}
-TIME = {"type": ["string", "null"], "format": "date-time"}
-URL = {"type": ["string", "null"]}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "description": "The job's id (a UUID4).",
           "schema": {"type": "string", "format": "uuid"}}
 # format: binary is what generators read as "bytes" (a file); contentMediaType is 3.1's own spelling.
@@ -122,12 +120,7 @@ def _params_schemas(params=DreamParams) -> tuple[dict, dict]:
 
 def _kind_params() -> dict[str, type]:
     """Component name -> params model of each kind whose params are not DreamParams (ZoomParams...)."""
-    out = {}
-    for kind in KINDS.values():
-        if kind.params is not DreamParams:
-            name = kind.params.__name__
-            out[name if name not in ("Params", "DreamParams") else f"{kind.name.title()}Params"] = kind.params
-    return out
+    return {name: params for name, params in params_components().items() if params is not DreamParams}
 
 
 def _form_field(name: str, prop: dict) -> dict:
@@ -272,6 +265,8 @@ SSE_BODY = {
 SSE_EXAMPLE = ('retry: 2000\n\nevent: progress\ndata: {"id": "…", "status": "running", …}\n\n'
                'event: end\ndata: {"id": "…", "status": "succeeded", …}\n\n')
 
+JOB_SCHEMAS = openapi_schemas(WEBHOOK_EVENTS)
+
 SCHEMAS = {
     "Error": {
         "type": "object", "required": ["error"],
@@ -289,76 +284,7 @@ SCHEMAS = {
     **KIND_PARAMS_SCHEMAS,
     **PARAMS_DEFS,
     "ServerSentEvent": SSE_EVENT,
-    "Progress": {
-        "type": "object",
-        "properties": {"fraction": {"type": "number", "minimum": 0, "maximum": 1},
-                       "octave": INT | {"description": "Current octave, from 0."}, "octaves": INT,
-                       "step": INT | {"description": "Current step of the octave, from 0."}, "steps": INT,
-                       "loss": NUM, "eta_s": NUM,
-                       "frame": INT | {"description": "kind=zoom: the frame being dreamed (or the last one "
-                                                      "finished), from 0."},
-                       "frames": INT | {"description": "kind=zoom: frames of the video."},
-                       "frames_done": INT | {"description": "kind=zoom: frames finished (0 to frames_done - 1, each "
-                                                            "at `/frames/{n}`; `links.frame` is the latest)."}},
-    },
-    "Job": {
-        "type": "object",
-        "required": ["id", "status", "progress", "params", "created_at", "error", "links"],
-        "properties": {
-            "id": {"type": "string", "format": "uuid"},
-            "kind": {"type": "string", "enum": list(KINDS)},
-            "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "canceled"]},
-            "progress": _ref("Progress"),
-            "params": ({"anyOf": [_ref("Params"), *(_ref(n) for n in KIND_PARAMS_SCHEMAS)],
-                        "description": "Params, or those of the job's kind (ZoomParams for kind=zoom)."}
-                       if KIND_PARAMS_SCHEMAS else _ref("Params")),
-            "created_at": {"type": "string", "format": "date-time"},
-            "started_at": TIME, "finished_at": TIME,
-            "attempts": {"type": "integer", "description": "How many times a worker started it."},
-            "worker": {"type": ["string", "null"]},
-            "queue_position": INT | {"description": "1 = next; null unless queued."},
-            "error": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["code", "message"],
-                                                   "properties": {"code": {"type": "string"},
-                                                                  "message": {"type": "string"}}}]},
-            "warnings": {"type": "array", "items": {"type": "string"},
-                         "description": "What ran differently from what was asked, and why."},
-            "metrics": {"type": "object", "properties": {
-                "queue_s": NUM, "run_s": NUM, "dream_s": NUM | {"description": "The engine's share of run_s."},
-                "precision": {"type": "string", "description": "The precision that really ran."},
-                "cached": {"type": "boolean", "description": "true: answered from the result cache, no worker "
-                           "ran it (run_s 0); absent otherwise."},
-                "cached_from": {"type": "string", "format": "uuid",
-                                "description": "With cached: the earlier identical job that answered this one "
-                                "(its files are shared); only when that job has the same owner."}}},
-            "webhook": {"oneOf": [{"type": "null"}, _ref("WebhookState")],
-                        "description": "null without a `webhook`; else where its events go and every attempt."},
-            "links": {"type": "object", "description": "result and preview are null until they exist.",
-                      "properties": {"self": {"type": "string"}, "result": URL, "preview": URL,
-                                     "cancel": {"type": "string"}, "events": {"type": "string"},
-                                     "frame": URL | {"description": "kind=zoom only: the latest finished frame "
-                                                                    "(`/frames/{n}`), null until one is."}}},
-        },
-    },
-    "WebhookState": {
-        "type": "object", "required": ["url", "events_filter", "status", "attempts"],
-        "properties": {
-            "url": {"type": "string"},
-            "events_filter": {"type": "array", "items": {"type": "string", "enum": list(WEBHOOK_EVENTS)}},
-            "status": {"type": "string", "enum": ["pending", "delivered", "retrying", "failed"],
-                       "description": "Of the latest attempt: `pending` before the first; `retrying`: it failed and "
-                                      "will be tried again; `failed`: an event was given up on."},
-            "attempts": {"type": "integer", "description": "Attempts so far, all events together."},
-            "delivered": {"type": "integer", "description": "Events delivered (a 2xx answer)."},
-            "last_event": {"type": ["string", "null"]},
-            "last_status": INT | {"description": "The HTTP status of the latest attempt; null: none (network error)."},
-            "last_error": {"type": ["string", "null"]},
-            "last_attempt_at": TIME,
-            "history": {"type": "array", "description": "The latest 20 attempts, oldest first.",
-                        "items": {"type": "object", "properties": {
-                            "event": {"type": "string"}, "attempt": {"type": "integer"}, "status": INT,
-                            "error": {"type": ["string", "null"]}, "at": NUM}}},
-        },
-    },
+    **JOB_SCHEMAS,  # Job and its parts: from the model (shared/job.py JobView)
     "JobList": {"type": "object", "required": ["jobs", "next_cursor"],
                 "properties": {"jobs": {"type": "array", "items": _ref("Job")},
                                "next_cursor": {"type": ["string", "null"],

@@ -26,6 +26,8 @@ import pytest
 
 from ..conftest import ROOT
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 pytest.importorskip("jax")
 
 # The seed's layers and step size; two octaves of one step: the resize and

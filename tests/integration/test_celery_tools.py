@@ -23,6 +23,8 @@ from dreamq.redis_server import EmbeddedRedis, free_port
 from ..conftest import QUICK, ROOT, Service
 from .test_queue import in_its_steps, until
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 NODE = f"celery@{socket.gethostname()}"  # Celery's default node name: no -n given
 # 4,000 steps at one scale, never cut short by max_loss: minutes on any CPU, so it still runs
 # when asked about; canceled (promptly, between two steps) once it has served.

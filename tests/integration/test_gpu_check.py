@@ -7,6 +7,8 @@ import pytest
 
 from ..conftest import ROOT
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 pytest.importorskip("jax")
 
 

@@ -27,6 +27,8 @@ from worker.models import load_model
 
 from ..conftest import ROOT
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 SIDE = 160
 PARAMS = {"model": "vgg16_hed", "octaves": 2, "iterations": 5}  # ~5 s a dream on two CPU cores
 

@@ -5,8 +5,11 @@ import signal
 import time
 
 import numpy as np
+import pytest
 
 from ..conftest import QUICK
+
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
 
 
 def until(predicate, timeout: float = 60, what: str = "a condition"):

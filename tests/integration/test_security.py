@@ -23,6 +23,8 @@ from shared.settings import Settings
 from ..conftest import QUICK, Service
 from ..webutil import encode, make_app, post_job
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 TOKEN = "tok-" + "a1b2c3d4e5f6a7b8" * 2
 
 

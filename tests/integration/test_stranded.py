@@ -15,6 +15,8 @@ from shared.queue import QUEUE
 from ..conftest import QUICK, Service
 from .test_queue import in_its_steps
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 LONG = {**QUICK, "octaves": 8, "octave_scale": 1.0, "iterations": 500, "max_loss": "none"}  # canceled when done
 GOAL_S = 90  # a stranded job starts within this of a ready worker becoming idle
 

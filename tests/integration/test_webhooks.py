@@ -27,6 +27,8 @@ from shared.signing import check_secret, new_secret, signed_headers
 
 from ..webutil import post_job, wait_for
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 SECRET = new_secret()
 ATTEMPTS = 4  # DREAMQ_WEBHOOK_MAX_ATTEMPTS here: after the first, waits of 0.05, 0.2 and 0.8 s
 DELIVERY_ENV = {"DREAMQ_WEBHOOK_SECRET": SECRET, "DREAMQ_WEBHOOK_ALLOW_PRIVATE": "1",

@@ -24,6 +24,8 @@ from worker.video import encode, probe
 
 from ..conftest import QUICK, Service
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 DREAM = {**QUICK, "jitter": 2, "seed": 7}  # the seed matters: jitter draws from it
 VIDEO = {"zoom": 1.1, "rotate": 3.0, "fps": 8}
 

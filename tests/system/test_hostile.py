@@ -15,6 +15,8 @@ from dreamq.redis_server import free_port
 from ..conftest import ROOT
 from ..webutil import _stop, _up
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 BODY_S = 3  # DREAMQ_BODY_TIMEOUT_S for this server: short, so the test need not wait 3 minutes
 
 

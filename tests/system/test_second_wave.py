@@ -20,6 +20,8 @@ from ..conftest import QUICK
 from ..webutil import _stop, _up
 from ..webutil import encode, make_app, post_job, sse_events, wait_for
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 BODY_S = 2  # DREAMQ_BODY_TIMEOUT_S for this server: a `Prefer: wait` of 4 s outlives it
 
 

@@ -16,6 +16,8 @@ from dreamq.supervisor import Child, Supervisor, exit_cause
 
 from ..webutil import wait_for
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 
 class Running:
     """A supervisor's run() in a thread (signal handlers are for the main thread: stop() here)."""

@@ -17,6 +17,8 @@ from standardwebhooks import Webhook
 from ..webutil import _stop, _up, _wait_ready, wait_for
 from dreamq.redis_server import free_port
 
+pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
+
 
 def test_up_serves_a_dream_and_keeps_jobs_across_restarts(tmp_path, photo):
     port = free_port()
