@@ -16,9 +16,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP_INSTALL) -e '.[worker]'
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+# One install with the test tools (not the service's install, then a second one for them).
+$(VENV)/.installed-test: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
 	$(PIP_INSTALL) -e '.[worker,test]'
-	touch $@
+	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed
 	$(BIN)/dreamq up --port $(PORT)
