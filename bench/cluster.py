@@ -3,7 +3,7 @@
 ``Service`` starts worker processes against a given Redis (the tests' shared one,
 or an embedded one a benchmark starts and may kill), submits jobs to them the way
 the web does, and waits for their outcome; ``wait_for`` polls any condition.  The
-tests (tests/conftest.py's fixtures, tests/test_reliability.py) and the benchmarks
+tests (tests/conftest.py's fixtures, tests/integration/test_reliability.py) and the benchmarks
 (bench/faults.py, bench/load.py, ...) both use it.
 
 It lives in bench, not in tests, so that the dependency goes one way only:

@@ -6,7 +6,7 @@ Every scenario starts its own embedded Redis (so it may kill it), real
 ``dreamq worker`` processes (bench/cluster.py's Service) and, where it needs
 one, a real gunicorn web server on 127.0.0.1.  Each checks its outcome
 (AssertionError otherwise; TimeoutError when what it waits for never comes)
-and returns the figures it measured; ``tests/test_reliability.py`` runs the
+and returns the figures it measured; ``tests/integration/test_reliability.py`` runs the
 same functions.  Scenarios:
 
   kill_lone_worker   SIGKILL the only worker mid-job; the job runs when a new worker starts

@@ -3,8 +3,8 @@
 Derived from pydantic models: the parameters, from the models that validate them (each kind's
 params: shared.params.DreamParams, kind=zoom's ZoomParams) and the model catalog, so that
 their bounds have one source; the Job, from the model of its JSON (shared.job.JobView).
-Code generators are one of its readers (tests/test_openapi_client.py generates a client
-with openapi-python-client and dreams with it), schemathesis another (tests/test_fuzz.py).
+Code generators are one of its readers (tests/integration/test_openapi_client.py generates a client
+with openapi-python-client and dreams with it), schemathesis another (tests/integration/test_fuzz.py).
 """
 from __future__ import annotations
 

@@ -459,7 +459,7 @@ def test_metrics_count_jobs_and_durations_without_job_ids(app, client, clean_red
     assert "dreamq_redis_up 1.0" in text
     for job in jobs:
         assert job["id"] not in text
-    # A second scrape counts nothing twice (more in tests/test_metrics.py).
+    # A second scrape counts nothing twice (more in tests/integration/test_metrics.py).
     assert 'dreamq_jobs_finished_total{model="inception_v3",status="succeeded"} 1.0' in client.get(
         "/metrics").get_data(as_text=True)
 

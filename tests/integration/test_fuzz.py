@@ -2,7 +2,7 @@
 0 server errors, 0 responses outside the documented statuses, content types, headers and schemas.
 
 `derandomize` makes it the same examples on every run (CI-friendly); raise FUZZ_EXAMPLES locally
-for a longer hunt:  FUZZ_EXAMPLES=500 .venv/bin/python -m pytest tests/test_fuzz.py
+for a longer hunt:  FUZZ_EXAMPLES=500 .venv/bin/python -m pytest tests/integration/test_fuzz.py
 """
 from __future__ import annotations
 

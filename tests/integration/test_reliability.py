@@ -2,7 +2,7 @@
 
 The scenarios live in ``bench/faults.py`` (``python -m bench.faults`` prints their
 figures); each starts its own embedded Redis, real `dreamq worker` processes and,
-where needed, a real gunicorn on 127.0.0.1.  Complements tests/test_queue.py
+where needed, a real gunicorn on 127.0.0.1.  Complements tests/integration/test_queue.py
 (a worker killed with another one running, duplicate delivery, Redis restart).
 """
 from __future__ import annotations

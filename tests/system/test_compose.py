@@ -137,7 +137,7 @@ def test_the_web_image_installs_no_tensorflow():
     worker_only = {name for name in requirements_with(extras) if WORKER_ONLY.match(name)}
     assert not worker_only, f"the web image's extras {extras} pull {worker_only}"
     assert not any(re.search(r"tensorflow|keras|\bjax\b|nvidia", run) for run in pip_installs(stage))
-    # tests/test_wheel.py serves the form from exactly this install.
+    # tests/system/test_wheel.py serves the form from exactly this install.
     from .test_wheel import WEB_IMAGE_EXTRAS
 
     assert sorted(extras) == sorted(WEB_IMAGE_EXTRAS)

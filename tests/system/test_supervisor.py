@@ -1,7 +1,7 @@
 """The supervisor of `dreamq up` and `dreamq worker --gpus`, on trivial real child processes.
 
 Small timings (0.1 s first delay instead of 1 s) so the whole backoff sequence runs in seconds;
-the `dreamq up` tests (tests/test_up.py) run it with the real defaults.
+the `dreamq up` tests (tests/system/test_up.py) run it with the real defaults.
 """
 from __future__ import annotations
 

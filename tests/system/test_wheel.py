@@ -32,7 +32,7 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # Top-level package folders (subpackages such as shared.kinds are listed too, and copied with their parent).
 # The top-level packages: the include patterns of [tool.setuptools.packages.find] ("web*" -> web).
 PACKAGES = [p.rstrip("*") for p in PROJECT["tool"]["setuptools"]["packages"]["find"]["include"]]
-WEB_IMAGE_EXTRAS = ["s3", "flower"]  # the Dockerfile's web target; tests/test_compose.py checks it
+WEB_IMAGE_EXTRAS = ["s3", "flower"]  # the Dockerfile's web target; tests/system/test_compose.py checks it
 
 
 def _constraints_module():
