@@ -261,6 +261,17 @@ def scan_bomb(side: int = 1448, size: int = 2_000_000) -> bytes:
     return jpeg[:-2] + dht + scan * copies + b"\xff\xd9"
 
 
+def post_upload(base: str, files: dict, timeout: float, headers: dict | None) -> tuple[int | str, float]:
+    """One submission of ``files``: (its status, or the exception's name; seconds it took)."""
+    t0 = time.monotonic()
+    try:
+        key: int | str = requests.post(base + "/api/v1/jobs", files=files, data=SUBMIT_FORM, timeout=timeout,
+                                       headers=headers).status_code
+    except requests.RequestException as exc:
+        key = type(exc).__name__
+    return key, time.monotonic() - t0
+
+
 def web_processes(port: int) -> list:
     """The gunicorn processes serving `port`: the master listening on it and its workers."""
     import psutil
@@ -307,14 +318,8 @@ def decode_attacks(url: str, concurrent: int = 8, rounds: int = 1, headers: dict
 
     def upload(name: str) -> None:
         nonlocal slowest
-        t0 = time.monotonic()
-        try:
-            r = requests.post(base + "/api/v1/jobs", files={"image": ("x", images[name], "application/octet-stream")},
-                              data=SUBMIT_FORM, timeout=timeout, headers=headers)
-            key: int | str = r.status_code
-        except requests.RequestException as exc:
-            key = type(exc).__name__
-        slowest = max(slowest, time.monotonic() - t0)
+        key, took = post_upload(base, {"image": ("x", images[name], "application/octet-stream")}, timeout, headers)
+        slowest = max(slowest, took)
         statuses[name][key] = statuses[name].get(key, 0) + 1
 
     procs = web_processes(port)
@@ -363,13 +368,8 @@ def scan_attacks(url: str, concurrent: int = 6, hold: float = 10, headers: dict 
         nonlocal slowest
         files = {"image": ("p.png", small_png(), "image/png")}
         files[field] = ("bomb.jpg", bomb, "image/jpeg")
-        t0 = time.monotonic()
-        try:
-            r = requests.post(base + "/api/v1/jobs", files=files, data=SUBMIT_FORM, timeout=timeout, headers=headers)
-            key: int | str = r.status_code
-        except requests.RequestException as exc:
-            key = type(exc).__name__
-        slowest = max(slowest, time.monotonic() - t0)
+        key, took = post_upload(base, files, timeout, headers)
+        slowest = max(slowest, took)
         statuses[field][key] = statuses[field].get(key, 0) + 1
 
     procs = web_processes(port)

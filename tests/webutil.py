@@ -95,17 +95,19 @@ def _up(data_dir, port, log, workers=1, **extra_env):
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait_ready(base, proc, timeout=120):
+def _wait_ready(base, proc, timeout=120, path="/readyz", log=None):
+    """Until ``base + path`` answers 200 (/readyz: a worker is ready; /healthz: the web answers).
+    ``proc`` exiting first fails at once, with its ``log`` file's text when given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "dreamq up exited"
+        assert proc.poll() is None, log.read_text() if log else "the server exited"
         try:
-            if requests.get(base + "/readyz", timeout=2).status_code == 200:
+            if requests.get(base + path, timeout=2).status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.3)
-    raise TimeoutError("dreamq up never became ready")
+    raise TimeoutError(f"{base}{path} never answered 200 within {timeout} s")
 
 
 def _stop(proc):

@@ -10,7 +10,6 @@ import json
 import math
 import re
 
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -3,12 +3,10 @@ decodes, integer 16-bit conversion, per-client queue cap, cancel frees the input
 the limit hit, and peak RSS of a real `dreamq up` under 8 hostile uploads at once."""
 import io
 import threading
-import time
 import tracemalloc
 
 import numpy as np
 import pytest
-import requests
 from PIL import Image, ImageFile
 
 from bench import hostile
@@ -211,23 +209,14 @@ def test_413_names_the_werkzeug_limit_really_hit(redis_url, clean_redis, tmp_pat
 def test_eight_hostile_uploads_keep_every_web_process_under_1_5_gb(tmp_path):
     from dreamq.redis_server import free_port
 
-    from ..webutil import _stop, _up
+    from ..webutil import _stop, _up, _wait_ready
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with open(tmp_path / "up.log", "w") as log:
         proc = _up(tmp_path / "data", port, log, workers=0)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "up.log").read_text()
-            try:
-                if requests.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "the web never answered"
-            time.sleep(0.3)
+        _wait_ready(base, proc, 60, "/healthz", tmp_path / "up.log")
         figures = hostile.decode_attacks(base, concurrent=8, rounds=1)
     finally:
         _stop(proc)

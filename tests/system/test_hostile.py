@@ -13,7 +13,7 @@ from bench import hostile
 from dreamq.redis_server import free_port
 
 from ..conftest import ROOT
-from ..webutil import _stop, _up
+from ..webutil import _stop, _up, _wait_ready
 
 pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
 
@@ -44,16 +44,7 @@ def base(request, tmp_path_factory):
         else:
             proc = _compose_web(tmp, port, log, request.getfixturevalue("redis_url"))
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, (tmp / "web.log").read_text()
-                try:
-                    if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                assert time.monotonic() < deadline, "the web never answered"
-                time.sleep(0.3)
+            _wait_ready(url, proc, 60, "/healthz", tmp / "web.log")
             yield url
         finally:
             if request.param == "dreamq up":

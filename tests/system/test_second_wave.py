@@ -17,8 +17,7 @@ from shared import keys
 from dreamq.redis_server import free_port
 
 from ..conftest import QUICK
-from ..webutil import _stop, _up
-from ..webutil import encode, make_app, post_job, sse_events, wait_for
+from ..webutil import _stop, _up, _wait_ready, encode, make_app, post_job, sse_events, wait_for
 
 pytestmark = pytest.mark.slow  # a minute or more: scheduled first (tests/conftest.py)
 
@@ -35,18 +34,10 @@ def base(tmp_path_factory):
         proc = _up(tmp / "data", port, log, workers=0, DREAMQ_BODY_TIMEOUT_S=str(BODY_S),
                    DREAMQ_ALLOWED_HOSTS="dreamq.example")
         try:
-            wait_for(lambda: _answers(url, proc, tmp), 60, "the web to answer")
+            _wait_ready(url, proc, 60, "/healthz", tmp / "up.log")
             yield url
         finally:
             _stop(proc)
-
-
-def _answers(url, proc, tmp) -> bool:
-    assert proc.poll() is None, (tmp / "up.log").read_text()
-    try:
-        return requests.get(url + "/healthz", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def _png(side: int = 64) -> bytes:
