@@ -33,14 +33,9 @@ PARAM_HELP = {
     "tile_size": "Gradient tile by tile of this size (bounded memory).",
     "jitter": "Random roll of up to this many pixels per step.", "seed": "Seed of the random rolls.",
     "guide_layer": "With --guide: the layer drawn toward the guide's features [the model's].",
-    # kind=zoom
-    "frames": "Frames of the video [--kind zoom].", "zoom": "Zoom factor per frame, e.g. 1.05 [--kind zoom].",
-    "rotate": "Degrees turned per frame [--kind zoom].", "fps": "Frames per second [--kind zoom].",
-    "format": "mp4, webm, gif or webp [--kind zoom].",
-}
-# Result media type -> file extension, for the default output name.
-EXTENSIONS = {"image/png": ".png", "video/mp4": ".mp4", "video/webm": ".webm", "image/gif": ".gif",
-              "image/webp": ".webp"}
+}  # a kind's own parameters: their description in the kind's declaration (shared/kinds/)
+# Result media type -> file extension, for the default output name (each kind declares its own).
+EXTENSIONS = {t: ext for k in KINDS.values() for t, ext in k.result_types.items()}
 
 
 def _fail(message: str, code: int = USAGE) -> None:
@@ -58,20 +53,22 @@ def param_options(f):
 
 
 def kind_options(f):
-    """--kind, and one option per parameter that only some kinds have (kind=zoom's frames, zoom...)."""
+    """--kind, and one option per parameter that only some kinds have, documented by its declaration."""
     extra: dict[str, list[str]] = {}
+    words: dict[str, str] = {}
     for kind in KINDS.values():
-        for name in kind.params.model_fields:
+        for name, field in kind.params.model_fields.items():
             if name not in DreamParams.model_fields:
                 extra.setdefault(name, []).append(kind.name)
+                words.setdefault(name, field.description or f"Parameter {name}.")
     for name in reversed(list(extra)):
         f = click.option(f"--{name.replace('_', '-')}", name, default=None,
-                         help=PARAM_HELP.get(name, f"Parameter {name} (--kind {' or '.join(extra[name])}).")
-                         )(f)
+                         help=f"{words[name]} [--kind {' or '.join(extra[name])}]")(f)
     f = click.option("--guide", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                      help="A guide image: the dream is drawn toward its features.")(f)
     return click.option("--kind", type=click.Choice(list(KINDS)), default=None,
-                        help=f"What to make: {', '.join(KINDS)} [{DEFAULT_KIND}]; zoom: a video.")(f)
+                        help="What to make: " + "; ".join(f"{k.name}, {k.summary}" for k in KINDS.values())
+                        + f" [{DEFAULT_KIND}].")(f)
 
 
 def server_options(f):

@@ -210,10 +210,10 @@ class Progress(_Open):
     steps: int | None = None
     loss: Number | None = None
     eta_s: Number | None = None
-    frame: int | None = Field(None, description="kind=zoom: the frame being dreamed (or the last one finished), "
+    frame: int | None = Field(None, description="A kind with frames (a video): the frame being dreamed (or the last one finished), "
                                                 "from 0.")
-    frames: int | None = Field(None, description="kind=zoom: frames of the video.")
-    frames_done: int | None = Field(None, description="kind=zoom: frames finished (0 to frames_done - 1, each at "
+    frames: int | None = Field(None, description="A kind with frames: frames of the video.")
+    frames_done: int | None = Field(None, description="A kind with frames: frames finished (0 to frames_done - 1, each at "
                                                       "`/frames/{n}`; `links.frame` is the latest).")
 
 
@@ -264,7 +264,7 @@ class JobLinks(_View):
     preview: str | None = None
     cancel: str = None
     events: str = None
-    frame: str | None = Field(None, description="kind=zoom only: the latest finished frame (`/frames/{n}`), null "
+    frame: str | None = Field(None, description="Only a kind with frames: the latest finished frame (`/frames/{n}`), null "
                                                 "until one is.")
 
 
@@ -277,7 +277,7 @@ class JobView(_View):
     status: Annotated[Status, WithJsonSchema({"type": "string", "enum": [s.value for s in Status]})]
     progress: Progress
     params: Annotated[dict[str, Any], WithJsonSchema({_PARAMS: True})] = Field(
-        description="Params, or those of the job's kind (ZoomParams for kind=zoom).")
+        description="Params, or those of the job's kind where it has its own.")
     created_at: Timestamp
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
@@ -333,8 +333,8 @@ def job_json(job: Job, queue_position: int | None = None) -> dict:
 
 
 def has_frames(kind) -> bool:
-    """Whether jobs of ``kind`` keep numbered frames (kind=zoom)."""
-    return kind is not None and "frame" in kind.files
+    """Whether jobs of ``kind`` (a Kind or None) keep numbered frames."""
+    return kind is not None and kind.has_frames
 
 
 def frames_done(job: Job) -> int:
@@ -354,7 +354,7 @@ def frames_done(job: Job) -> int:
 # -- the OpenAPI schemas of JobView ---------------------------------------------------
 
 def params_components() -> dict[str, type]:
-    """Component name -> params model: Params, then each kind's whose params are its own (ZoomParams)."""
+    """Component name -> params model: Params, then each kind's whose params are its own."""
     out: dict[str, type] = {"Params": DreamParams}
     for kind in KINDS.values():
         if kind.params is not DreamParams:

@@ -101,7 +101,8 @@ def job_frame(job_id: str, n: str):
     job = get_job(job_id)
     kind = KINDS.get(job.kind)
     if not has_frames(kind):
-        raise ApiError(404, "no_frame", f"a {job.kind} job has no frames: only video jobs (kind=zoom) have")
+        with_frames = " or ".join(f"kind={k.name}" for k in KINDS.values() if k.has_frames)
+        raise ApiError(404, "no_frame", f"this job (kind={job.kind}) has no frames: only {with_frames} jobs have")
     if not re.fullmatch(r"[0-9]{1,9}", n):
         raise ApiError(404, "no_frame", "not a frame number: frames are numbered from 0")
     n = int(n)

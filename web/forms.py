@@ -91,7 +91,7 @@ def read_form() -> tuple[SubmitForm, bytes, bytes | None]:
     guide_upload = files.get("guide") if "guide" not in fields else None
     guide = guide_upload.read() if guide_upload is not None else b""
     has_guide = bool(guide) or bool(guide_upload is not None and guide_upload.filename)
-    if has_guide and "guide" not in kind.files:
+    if has_guide and not kind.takes_guide:
         fields["guide"] = f"a {kind.name} job takes no guide image"
     if "guide_layer" in raw and not has_guide and "guide" not in fields and "guide_layer" not in fields:
         fields["guide_layer"] = "given without a guide image: attach one as a file field named `guide`"

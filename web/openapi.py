@@ -54,9 +54,10 @@ JOB_ID = {"name": "job_id", "in": "path", "required": True, "description": "The 
           "schema": {"type": "string", "format": "uuid"}}
 # format: binary is what generators read as "bytes" (a file); contentMediaType is 3.1's own spelling.
 PNG = {"content": {"image/png": {"schema": {"type": "string", "format": "binary", "contentMediaType": "image/png"}}}}
-# A result: a PNG (kind=image), or a video or animation (kind=zoom, by its `format`).  image/png first:
-# a generator reads the first media type it knows.
-RESULT_TYPES = ("image/png", "video/mp4", "video/webm", "image/gif", "image/webp")
+# A result: every media type a kind declares (a PNG, a video or an animation).  The default kind's
+# first: a generator reads the first media type it knows.
+RESULT_TYPES = tuple(dict.fromkeys(t for k in sorted(KINDS.values(), key=lambda k: k.name != DEFAULT_KIND)
+                                   for t in k.result_types))
 RESULT = {"content": {t: {"schema": {"type": "string", "format": "binary", "contentMediaType": t}}
                       for t in RESULT_TYPES}}
 
@@ -82,13 +83,7 @@ PARAM_DOCS = {
     "seed": "Seed of the random rolls of tiling and jitter.",
     "guide_layer": "With a `guide` image: the layer whose features the dream is drawn toward; the model's "
                    "default if missing.",
-    # kind=zoom
-    "frames": "Frames of the video: each is the last one zoomed (and turned), then dreamed on.",
-    "zoom": "Scale factor from one frame to the next (1.05: 5% closer each frame).",
-    "rotate": "Degrees the picture turns from one frame to the next.",
-    "fps": "Frames per second of the video.",
-    "format": "The video's container: mp4 (H.264), webm (VP9), or an animated gif/webp.",
-}
+}  # a kind's own parameters are described in its declaration (shared/kinds/), Field(description=...)
 # How a multipart form spells what JSON has as an object or null (see shared/params.py).
 FORM_LAYERS = {"type": "string", "examples": ["block3_conv3=1.0,block4_conv3=1.5"],
                "description": "Layer name -> weight, as `name=weight` pairs separated by commas "
@@ -193,10 +188,17 @@ def _dream_form_fields() -> dict[str, dict]:
     return fields
 
 
+def _result_words() -> str:
+    """What the result is for each kind, from the media types it declares."""
+    return "; ".join(f"kind={k.name}: " + " or ".join(k.result_types) for k in KINDS.values()) + "."
+
+
+def _kinds_with_frames() -> str:
+    return " or ".join(f"kind={k.name}" for k in KINDS.values() if k.has_frames)
+
+
 def _kind_words() -> str:
-    words = {"image": "`image`, one dreamed picture (the default)",
-             "zoom": "`zoom`, an infinite-zoom video: frames, zoom, rotate, fps and format say how"}
-    return "What the job makes: " + "; ".join(words.get(k, f"`{k}`") for k in KINDS) + "."
+    return "What the job makes: " + "; ".join(f"`{k.name}`, {k.summary}" for k in KINDS.values()) + "."
 
 
 SUBMIT_FORM = {
@@ -232,7 +234,7 @@ SUBMIT_FORM = {
                                                  "`completed` (succeeded, failed or canceled). Needs `webhook`; without it, `completed`."},
     },
 }
-if not any("guide" in k.files for k in KINDS.values()):  # until a kind takes one
+if not any(k.takes_guide for k in KINDS.values()):  # until a kind takes one
     del SUBMIT_FORM["properties"]["guide"]
 
 # -- the event stream --------------------------------------------------------------
@@ -424,7 +426,7 @@ SPEC = {
             "parameters": [JOB_ID, {"name": "download", "in": "query", "schema": {"type": "string"},
                                     "description": "Any value: sent as an attachment."}],
             "get": {"tags": ["jobs"], "operationId": "getResult", "summary": "The dream, once succeeded.",
-                    "description": "A PNG for kind=image; for kind=zoom the video (or animation) in its `format`. "
+                    "description": _result_words() + " "
                                    "Byte ranges (`Range: bytes=...`) are served, as video players ask for them.",
                     "parameters": [{"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
                                     "description": "One byte range, e.g. `bytes=0-99` or `bytes=-500`.",
@@ -448,7 +450,7 @@ SPEC = {
                                     "description": "The frame's number, from 0.",
                                     "schema": {"type": "integer", "minimum": 0}}],
             "get": {"tags": ["jobs"], "operationId": "getFrame",
-                    "summary": "A finished frame of a video (kind=zoom), while it runs and after.",
+                    "summary": f"A finished frame of a video ({_kinds_with_frames()}), while it runs and after.",
                     "responses": {"200": {"description": "The frame.", **PNG}, **SECURED,
                                   "404": _err("No such job, or no such frame (`no_frame`: not a video, out of "
                                               "range, or not finished)."),

@@ -79,16 +79,9 @@ def page_links(data: dict) -> dict:
     return data
 
 
-# Words for the parameters that only some kinds have (the form builds their fields from the kinds' schemas).
-KIND_FIELD_LABELS = {"frames": "Frames", "zoom": "Zoom per frame (1.05: 5% closer each frame)",
-                     "rotate": "Rotation per frame, in degrees", "fps": "Frames per second",
-                     "format": "Video format"}
-KIND_TITLES = {"image": "A picture", "zoom": "Zoom video (an infinite zoom into the dream)"}
-
-
 def kind_fields() -> list[dict]:
-    """The form fields of the parameters that DreamParams lacks (kind=zoom's), from each kind's schema:
-    name, label, the kinds that take it, default, and input type, bounds and choices."""
+    """The form fields of the parameters that DreamParams lacks, from each kind's schema:
+    name, label (the Field's title), the kinds that take it, default, and input type, bounds and choices."""
     out: dict[str, dict] = {}
     for kind in KINDS.values():
         schema = kind.params.model_json_schema()
@@ -101,7 +94,7 @@ def kind_fields() -> list[dict]:
             prop = schema["properties"].get(name, {})
             branches = [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
             branch = {**prop, **(branches[0] if branches else {})}
-            entry = {"name": name, "label": KIND_FIELD_LABELS.get(name, name.replace("_", " ").capitalize()),
+            entry = {"name": name, "label": field.title or name.replace("_", " ").capitalize(),
                      "kinds": [kind.name], "default": field.default if field.default is not None else "",
                      "choices": branch.get("enum"), "type": "text"}
             if branch.get("type") in ("integer", "number"):
@@ -119,7 +112,7 @@ def kinds_catalog() -> dict:
     """What the form's script needs to know of each kind: which fields it takes, whether it takes a guide."""
     fields = kind_fields()
     base = DreamParams.model_fields
-    return {k.name: {"title": KIND_TITLES.get(k.name, k.name), "guide": "guide" in k.files,
+    return {k.name: {"title": k.title, "guide": k.takes_guide,
                      "fields": [f["name"] for f in fields if k.name in f["kinds"]],
                      # Its own defaults of the dream parameters (a zoom frame: fewer octaves and steps).
                      "defaults": {name: f.default for name, f in k.params.model_fields.items()
@@ -209,7 +202,7 @@ def job_page(job_id: str):
                     video=has_frames(kind), frames_done=frames_done(job), frames=job.params.get("frames"))
         # What was uploaded, shown beside the dream; a job canceled while queued has no files left.
         view["has_input"] = store_has(job.files_id, kind.file("input"))
-        view["has_guide"] = "guide" in kind.files and store_has(job.files_id, kind.file("guide"))
+        view["has_guide"] = kind.takes_guide and store_has(job.files_id, kind.file("guide"))
     return render_template("job.html", job=page_links(public_job(job)), view=view,
                            result_label=view["result_type"].split("/")[-1].upper())
 

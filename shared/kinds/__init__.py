@@ -6,8 +6,8 @@ need the picture's size.  The web, the CLI and the OpenAPI document read the dec
 the work itself is the kind's handler, worker code (worker/kinds/), so nothing here imports
 Keras or PyAV.
 
-Adding a kind: one declaration module beside ``image.py`` and its line in ``KINDS``, one
-handler module in worker/kinds/ and its line in ``worker.kinds.HANDLERS``.
+Adding a kind: one declaration module beside ``image.py`` and its line in ``KINDS``, and one
+handler module of the same name in worker/kinds/ (the worker finds it by the kind's name).
 
 File names may hold a numbered series: ``"frames/{n:05d}.png"`` is ``frames/00000.png``,
 ``frames/00001.png``... (``file_name(files, "frame", n=1)``).  A kind whose result's name

@@ -17,6 +17,7 @@ def progress_before_start(params: dict) -> dict:
 
 INPUT, PREVIEW, RESULT, GUIDE = "input.png", "preview.png", "result.png", "guide.png"  # in the job's store folder
 
-KIND = Kind(name="image", params=DreamParams, parse=parse_params,
+KIND = Kind(name="image", title="A picture", summary="one dreamed picture (the default)",
+            params=DreamParams, parse=parse_params, result_types={"image/png": ".png"},
             files={"input": INPUT, "preview": PREVIEW, "result": RESULT, "guide": GUIDE},
             media_type="image/png", progress=progress_before_start)

@@ -21,10 +21,14 @@ def file_name(names: Mapping[str, str], role: str, n: int | None = None) -> str:
 @dataclass(frozen=True)
 class Kind:
     name: str
-    params: type[BaseModel]
+    title: str  # what the form's kind menu shows
+    summary: str  # one line for OpenAPI and the CLI's help: what a job of this kind makes
+    params: type[BaseModel]  # a Field's title labels the form's input, its description documents it
     parse: Callable[[dict], BaseModel]  # raw form or JSON values -> params; ParamsError names the fields
     files: Mapping[str, str]  # role -> name in the job's store folder ("frames/{n:05d}.png": a series)
     media_type: str  # of the result (with ``result``: of the result with default parameters)
+    # Every media type the result can have -> its file extension (for OpenAPI and the CLI's file names).
+    result_types: Mapping[str, str]
     progress: Callable[[dict], dict]  # params -> the progress a client sees before the first update
     # (params, height, width, settings) -> None, or ParamsError: limits that need the decoded
     # picture's size (kind=zoom: frames x pixels), checked by the web and again by the handler.
@@ -32,6 +36,15 @@ class Kind:
     # params -> (the result's name, its media type), for a result that depends on them;
     # None: files["result"] and media_type.
     result: Callable[[dict], tuple[str, str]] | None = None
+
+    @property
+    def has_frames(self) -> bool:
+        """Whether the kind keeps a numbered series of frames (``/jobs/{id}/frames/{n}``)."""
+        return "frame" in self.files
+
+    @property
+    def takes_guide(self) -> bool:
+        return "guide" in self.files
 
     def file(self, role: str, n: int | None = None) -> str:
         return file_name(self.files, role, n)

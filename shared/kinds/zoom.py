@@ -51,11 +51,19 @@ class ZoomParams(DreamParams):
 
     octaves: int = Field(ZOOM_DEFAULTS["octaves"], ge=1, le=MAX_OCTAVES)
     iterations: int = Field(ZOOM_DEFAULTS["iterations"], ge=0, le=MAX_ITERATIONS)
-    frames: int = Field(ZOOM_DEFAULTS["frames"], ge=MIN_FRAMES, le=MAX_FRAMES)
-    zoom: float = Field(ZOOM_DEFAULTS["zoom"], ge=1.0, le=MAX_ZOOM)  # 1: no zoom
-    rotate: float = Field(ZOOM_DEFAULTS["rotate"], ge=-MAX_ROTATE, le=MAX_ROTATE)  # degrees per frame
-    fps: int = Field(ZOOM_DEFAULTS["fps"], ge=1, le=MAX_FPS)
-    format: Literal["mp4", "webm", "gif", "webp"] = ZOOM_DEFAULTS["format"]
+    # A title labels the form's input; a description documents the field (OpenAPI, the CLI's --help).
+    frames: int = Field(ZOOM_DEFAULTS["frames"], ge=MIN_FRAMES, le=MAX_FRAMES, title="Frames",
+                        description="Frames of the video: each is the last one zoomed (and turned), then dreamed on.")
+    zoom: float = Field(ZOOM_DEFAULTS["zoom"], ge=1.0, le=MAX_ZOOM,  # 1: no zoom
+                        title="Zoom per frame (1.05: 5% closer each frame)",
+                        description="Scale factor from one frame to the next (1.05: 5% closer each frame).")
+    rotate: float = Field(ZOOM_DEFAULTS["rotate"], ge=-MAX_ROTATE, le=MAX_ROTATE, title="Rotation per frame, in degrees",
+                          description="Degrees the picture turns from one frame to the next.")
+    fps: int = Field(ZOOM_DEFAULTS["fps"], ge=1, le=MAX_FPS, title="Frames per second",
+                     description="Frames per second of the video.")
+    format: Literal["mp4", "webm", "gif", "webp"] = Field(
+        ZOOM_DEFAULTS["format"], title="Video format",
+        description="The video's container: mp4 (H.264), webm (VP9), or an animated gif/webp.")
 
     @field_validator("format", mode="before")
     @classmethod
@@ -104,7 +112,9 @@ def progress_before_start(params: dict) -> dict:
             "eta_s": None}
 
 
-KIND = Kind(name="zoom", params=ZoomParams, parse=parse_zoom,
+KIND = Kind(name="zoom", title="Zoom video (an infinite zoom into the dream)",
+            summary="an infinite-zoom video: frames, zoom, rotate, fps and format say how",
+            params=ZoomParams, parse=parse_zoom, result_types={MEDIA_TYPES[f]: f".{f}" for f in FORMATS},
             files={"input": INPUT, "preview": PREVIEW, "guide": GUIDE, "frame": FRAME},
             media_type=MEDIA_TYPES[ZOOM_DEFAULTS["format"]], progress=progress_before_start,
             check_work=check_work, result=result_format)
