@@ -121,12 +121,15 @@ class Job(BaseModel):
         kw.setdefault("params", {})
         return cls(**kw)
 
-    def to_redis(self) -> dict[str, str | int | float]:
+    def to_redis(self, *, sparse: bool = False) -> dict[str, str | int | float]:
         """The job as a Redis hash mapping, as ``from_redis`` reads it back: JSON fields as JSON,
-        flags as ``1``/``0``, a missing value as ``""``."""
+        flags as ``1``/``0``, a missing value as ``""``.  ``sparse``: only the fields that differ
+        from their default (a missing field reads as its default), so a queued record stays small."""
         out: dict[str, str | int | float] = {}
-        for name in type(self).model_fields:
+        for name, field in type(self).model_fields.items():
             value = getattr(self, name)
+            if sparse and name != "id" and value == field.get_default(call_default_factory=True):
+                continue
             if name in JSON_FIELDS:
                 out[name] = "" if value is None else dumps(value)
             elif name in _FLAGS:

@@ -294,14 +294,9 @@ class Jobs:
         ``max_per_client``, only while that client has fewer queued.  Both are checked in the
         same script as the write, so concurrent submissions cannot overshoot either cap.
         """
-        mapping = {"id": job.id, "kind": job.kind, "status": job.status, "params": dumps(job.params),
-                   "created_at": job.created_at, "enqueued_at": job.enqueued_at, "attempts": 0,
-                   "dispatch": job.dispatch, "input_url": job.input_url or "", "progress": "{}", "metrics": "{}",
-                   "warnings": dumps(job.warnings)}
-        if job.owner:
-            mapping["owner"] = job.owner
-        if job.webhook:
-            mapping["webhook"] = dumps(job.webhook)
+        # The record as the model writes it; fields at their default are left out (they read back
+        # as the default), which keeps a queued job's bytes in Redis small.
+        mapping = job.to_redis(sparse=True)
         per_client = max_per_client if client is not None else 0
         args: list[Any] = [max_queued, self.ttl_s, job.id, job.created_at, job.enqueued_at, per_client]
         for k, v in mapping.items():
@@ -316,19 +311,9 @@ class Jobs:
         the job TTL and its listing entry, in one transaction.  No queue, no message, no caps; the
         caller stores its files (or shares another job's: ``files_from``, ``share_files``) first
         and sends the signals after."""
-        mapping = {"id": job.id, "kind": job.kind, "status": job.status, "params": dumps(job.params),
-                   "created_at": job.created_at, "enqueued_at": job.enqueued_at or job.created_at,
-                   "started_at": job.started_at or job.created_at, "finished_at": job.finished_at or job.created_at,
-                   "attempts": job.attempts, "dispatch": job.dispatch or "", "input_url": job.input_url or "",
-                   "result_url": job.result_url or "", "preview_url": job.preview_url or "",
-                   "progress": dumps(job.progress), "metrics": dumps(job.metrics),
-                   "warnings": dumps(job.warnings), "error": ""}
-        if job.owner:
-            mapping["owner"] = job.owner
-        if job.webhook:
-            mapping["webhook"] = dumps(job.webhook)
-        if job.files_from:
-            mapping["files_from"] = job.files_from
+        times = {"enqueued_at": job.enqueued_at or job.created_at, "started_at": job.started_at or job.created_at,
+                 "finished_at": job.finished_at or job.created_at}
+        mapping = job.model_copy(update=times).to_redis(sparse=True)
         with self.r.pipeline() as p:
             p.hset(keys.job(job.id), mapping=mapping)
             p.expire(keys.job(job.id), self.ttl_s)

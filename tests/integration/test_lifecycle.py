@@ -9,7 +9,7 @@ import io
 
 import pytest
 
-from shared import keys
+from shared import hooks, keys
 from shared.images import encode_png
 from shared.jobs import Jobs, SubmitRefused, job_finished, job_progress, job_started, job_submitted
 from shared.kinds import KINDS
@@ -26,6 +26,7 @@ from ..webutil import make_app
 @pytest.fixture
 def jobs(clean_redis, redis_url, tmp_path):
     settings = Settings(_env_file=None, redis_url=redis_url, data_dir=tmp_path)
+    hooks.install(settings)  # as every process of ours does: the metrics hear the transitions
     return Jobs(clean_redis, 3600, store=Store(f"file://{tmp_path}/store"), celery=make_celery(settings))
 
 
