@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from shared.kinds.zoom import ZoomParams, zoom_frame
+from shared.kinds.zoom import ZoomParams
+from worker.kinds.zoom import zoom_frame
 from shared.params import parse_params
 from worker.dream import Dreamer
 from worker.models import load_model

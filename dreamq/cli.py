@@ -81,10 +81,11 @@ def dream(input: Path, output: Path | None, weights: str | None, **kwargs) -> No
     _quiet_tensorflow()
     from tqdm import tqdm
 
+    from shared.provenance import png_info
     from shared.settings import get_settings
     from worker.device import detect_bf16, resolve_precision
     from worker.dream import Dreamer
-    from worker.models import WeightsUnavailable, load_model
+    from worker.models import WeightsUnavailable, load_model, weights_fingerprint
 
     try:
         model = load_model(params.model, weights)
@@ -108,7 +109,8 @@ def dream(input: Path, output: Path | None, weights: str | None, **kwargs) -> No
         result = dreamer.dream(image, params, on_progress=on_progress)
         bar.n = total
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(encode_png(result))
+    # The PNG says how it was dreamed, as the service's do (shared/provenance.py).
+    output.write_bytes(encode_png(result, png_info("image", params, weights_fingerprint(model))))
     click.echo(f"wrote {output} ({result.shape[1]}x{result.shape[0]})")
 
 

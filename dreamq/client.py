@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import requests
 
+from shared import provenance
 from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import MODELS
 from shared.params import DreamParams
@@ -108,13 +109,19 @@ class Api:
 
 
 def _error_text(response: requests.Response) -> str:
+    """The message, then each field's error once, a line each."""
     try:
         error = response.json()["error"]
     except (ValueError, KeyError, TypeError):
         return response.reason or "error"
-    fields = error.get("fields") or {}
-    details = "".join(f"\n  {name}: {message}" for name, message in fields.items() if message != error["message"])
-    return f"{error['message']}{details}"
+    message, fields = error["message"], error.get("fields") or {}
+    # A 422 spells its fields out in its message too ("invalid request: octaves: ...; layers: ..."):
+    # keep the head, the lines below say each.
+    first = next((f"{name}: {text}" for name, text in fields.items()), None)
+    if first and first in message:
+        message = message.split(first, 1)[0].rstrip(": ;") or "invalid request"
+    details = "".join(f"\n  {name}: {text}" for name, text in fields.items() if text != message)
+    return f"{message}{details}"
 
 
 def _describe(job: dict) -> str:
@@ -209,6 +216,45 @@ def wait_for(api: Api, job_id: str, output: Path | None, image: Path | None = No
     return EXIT_OF_STATUS[job["status"]]
 
 
+# Parameters that mean something only for the model they were chosen for.
+MODEL_SPECIFIC = ("preset", "layers", "step", "max_loss", "guide_layer")
+
+
+def form_value(value) -> str:
+    """A parameter as the form spells it: layers as name=weight pairs, no limit as `none`."""
+    if isinstance(value, dict):
+        return ",".join(f"{name}={weight}" for name, weight in value.items())
+    return "none" if value is None else str(value)
+
+
+def params_from(picture: Path, kind: str | None, options: dict, guide: bool) -> tuple[str, dict[str, str]]:
+    """The kind and the form fields of the parameters a picture dreamq made carries (shared/provenance.py).
+
+    Those of another kind, and, for another ``--model``, the model's own, are left out, and the
+    guide layer without a guide: the options given complete them."""
+    found = provenance.read(picture)
+    if found is None:
+        _fail(f"{picture}: it carries no dreamq parameters (only a PNG that dreamq made does)")
+    kind = kind or found.get("kind") or DEFAULT_KIND
+    if kind not in KINDS:
+        _fail(f"{picture}: made by a job of kind {found.get('kind')!r}, which this dreamq does not know")
+    params = {k: v for k, v in found["params"].items() if k in KINDS[kind].params.model_fields}
+    if options.get("model") not in (None, params.get("model")):
+        params = {k: v for k, v in params.items() if k not in MODEL_SPECIFIC}
+    if not guide:
+        params.pop("guide_layer", None)
+    return kind, {k: form_value(v) for k, v in params.items() if v is not None or k == "max_loss"}
+
+
+def cache_note(job: dict) -> str | None:
+    """What to say of a job answered from the result cache (shared/cache.py), else None."""
+    metrics = job.get("metrics") or {}
+    if not metrics.get("cached"):
+        return None
+    source = f", {metrics['cached_from']}" if metrics.get("cached_from") else ""
+    return f"served from the cache (an earlier identical job{source}); --no-cache to dream again"
+
+
 @click.command()
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @server_options
@@ -219,18 +265,31 @@ def wait_for(api: Api, job_id: str, output: Path | None, image: Path | None = No
               help="POST the job's events to URL, signed with the server's DREAMQ_WEBHOOK_SECRET.")
 @click.option("--webhook-events", default=None, metavar="EVENTS",
               help="Comma-separated: start, progress, output, completed [completed].")
+@click.option("--params-from", "picture", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, metavar="PNG",
+              help="Dream with the parameters (and kind) of a PNG dreamq made; the options given override them.")
+@click.option("--no-cache", is_flag=True,
+              help="Dream again even when an identical job's result is in the server's cache.")
 @kind_options
 @param_options
 def submit(image: Path, server: str, token: str | None, wait: bool, output: Path | None, kind: str | None,
-           guide: Path | None, webhook: str | None, webhook_events: str | None, **params) -> None:
+           guide: Path | None, webhook: str | None, webhook_events: str | None, picture: Path | None,
+           no_cache: bool, **params) -> None:
     """Submit IMAGE to a dreamq server; prints the job id.
 
     A zoom video: dreamq submit photo.jpg --kind zoom --frames 48 --wait -o dream.mp4
+
+    Again, as a picture was dreamed: dreamq submit photo.jpg --params-from photo_dream.png --wait
     """
     api = Api(server, token)
-    fields = {k: str(v) for k, v in params.items() if v is not None}
+    fields = {}
+    if picture is not None:
+        kind, fields = params_from(picture, kind, params, guide is not None)
+    fields.update({k: str(v) for k, v in params.items() if v is not None})
     if kind is not None:
         fields["kind"] = kind
+    if no_cache:
+        fields["cache"] = "false"
     if webhook is not None:
         fields["webhook"] = webhook
     if webhook_events is not None:
@@ -244,6 +303,8 @@ def submit(image: Path, server: str, token: str | None, wait: bool, output: Path
                         headers={"Idempotency-Key": str(uuid.uuid4())})
     job = response.json()
     click.echo(job["id"])
+    if cache_note(job):
+        click.echo(cache_note(job), err=True)
     if wait or output:
         sys.exit(wait_for(api, job["id"], output, image))
 
@@ -266,6 +327,8 @@ def status(job_id: str, server: str, token: str | None, as_json: bool) -> None:
             click.echo(f"error: {job['error']['code']}: {job['error']['message']}")
         if job["status"] == "succeeded":
             click.echo(f"result: {server.rstrip('/')}{job['links']['result']}")
+            if cache_note(job):
+                click.echo(cache_note(job))
     sys.exit(EXIT_OF_STATUS.get(job["status"], OK))
 
 

@@ -11,6 +11,7 @@ order (web, workers, webhooks, Redis); a running job goes back to the queue.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -58,14 +59,35 @@ def _redis_child(directory: Path, env: dict[str, str]) -> Child:
     return Child("redis", server.command(), env=env, ready=server.serving, ready_timeout_s=30)
 
 
-def _web_ready(url: str):
+def port_taken(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (another process listens there, or the OS's reason), or None.
+    SO_REUSEADDR, as gunicorn binds: a port in TIME_WAIT after our own last run is free."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]") or None, port,
+                                                             type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(address)
+    except OSError as exc:
+        return "another process listens there" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+    return None
+
+
+def _web_ready(url: str, instance: str):
+    """Our own web answers ``url``: 200 with the nonce ``dreamq up`` gave it, not another server on the port."""
+    from web.ops import INSTANCE_HEADER
+
     def ready() -> bool:
         import requests
 
         try:
-            return requests.get(url, timeout=1).status_code == 200
+            r = requests.get(url, timeout=1)
         except requests.RequestException:
             return False
+        return r.status_code == 200 and r.headers.get(INSTANCE_HEADER) == instance
 
     return ready
 
@@ -100,6 +122,11 @@ def _allow_bind_name(host: str, env: dict[str, str]) -> None:
 
 
 def up(host: str, port: int, workers: int, data_dir: Path | None, web_workers: int = 2) -> int:
+    taken = port_taken(host, port)
+    if taken:  # before anything starts: a web that cannot bind would restart forever
+        click.echo(f"error: port {port} on {host} is not free: {taken}. "
+                   f"Pick another: dreamq up --port {port + 1} (or make run PORT={port + 1})", err=True)
+        return 2
     configure_logging()
     env = dict(os.environ)
     settings = Settings(_env_file=None, **({"data_dir": data_dir} if data_dir else {}))
@@ -125,15 +152,23 @@ def up(host: str, port: int, workers: int, data_dir: Path | None, web_workers: i
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     _allow_bind_name(host, env)
     web_url = f"http://{shown}:{port}/"
+    from web.ops import INSTANCE_ENV
+
+    env[INSTANCE_ENV] = secrets.token_hex(16)
+    web_ready = _web_ready(web_url + "healthz", env[INSTANCE_ENV])
     children.append(Child(
         "web",
         # Its settings (gevent, the body deadline, no request-count recycling) are web/gunicorn_conf.py's.
         [sys.executable, "-m", "gunicorn", "-c", "python:web.gunicorn_conf", "--bind", f"{host}:{port}",
          "--workers", str(web_workers),
          "web:create_app()"],
-        env=env, ready=_web_ready(web_url + "healthz")))
+        env=env, ready=web_ready))
 
     def banner() -> None:
+        if not web_ready():  # its gunicorn died or never answered: say so, never "up"
+            click.echo(f"dreamq started, but its web server does not answer on {web_url} "
+                       f"(see its log above; it is restarted with backoff; Ctrl-C stops)")
+            return
         loading = "workers load their models; " if workers else ""
         click.echo(f"dreamq is up: {web_url}  ({loading}Ctrl-C stops)")
         click.echo(f"  broker: {broker}")

@@ -21,6 +21,10 @@ __all__ = ["DEFAULT_DECODE_BUDGET_S", "DEFAULT_MAX_PIXELS", "ImageError", "check
 # 40 megapixels: far above any photo we dream, far below what exhausts memory.
 DEFAULT_MAX_PIXELS = 40_000_000
 
+# What a client is told of a file Pillow cannot read: Pillow's own text names Python objects
+# (`cannot identify image file <_io.BytesIO object at 0x...>`), which mean nothing to a person.
+UNREADABLE = "not an image this server can read (JPEG, PNG, WebP, GIF, BMP, TIFF)"
+
 # The formats the API documents (JPEG opens a camera's MPO too).  Pillow's others are decoders no
 # photo needs, and BLP hides a JPEG that its decoder opens by itself, out of reach of the scan
 # count and the CPU budget below.
@@ -143,8 +147,8 @@ def declared_pixels(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
                 width, height = im.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("image_too_large", f"the image declares more than {max_pixels} pixels") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError("unsupported_image", f"not a readable image (PNG, JPEG, GIF, WebP, BMP, TIFF): {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise ImageError("unsupported_image", UNREADABLE) from None
     if width * height > max_pixels:
         raise ImageError("image_too_large",
                          f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels")
@@ -203,8 +207,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("image_too_large", f"the image declares more than {max_pixels} pixels") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError("unsupported_image", f"not a readable image (PNG, JPEG, GIF, WebP, BMP, TIFF): {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise ImageError("unsupported_image", UNREADABLE) from None
     if max_side is not None and max(im.size) > max_side:
         ratio = max_side / max(im.size)
         im = im.resize((max(1, round(im.width * ratio)), max(1, round(im.height * ratio))), Image.LANCZOS)
@@ -236,7 +240,8 @@ def check_size(height: int, width: int, params) -> str | None:
             f"so it dreamed {len(shapes)} octave{'s' if len(shapes) > 1 else ''} from {shapes[0][1]}x{shapes[0][0]}")
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
+def encode_png(rgb: np.ndarray, pnginfo=None) -> bytes:
+    """``pnginfo``: text chunks to carry (shared/provenance.py)."""
     buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, format="PNG")
+    Image.fromarray(rgb, "RGB").save(buf, format="PNG", pnginfo=pnginfo)
     return buf.getvalue()

@@ -222,7 +222,9 @@ class Progress(_Open):
 
 class JobError(_Open):
     code: str
-    message: str
+    message: str = Field(description="A short sentence for whoever asked.")
+    detail: str = Field(None, description="Only for admin tokens, only on some failures: the operator's detail "
+                                          "(exception text, paths, URLs), as in the worker's log.")
 
 
 class JobMetrics(_Open):
@@ -307,7 +309,14 @@ def _webhook_state(job: Job) -> WebhookState | None:
                         history=d["history"] if isinstance(d.get("history"), list) else [])  # cjson writes [] as {}
 
 
-def _view(job: Job, queue_position: int | None = None) -> JobView:
+def _error(job: Job, detail: bool) -> dict[str, Any] | None:
+    """The job's error as shown: its ``detail`` is the operator's, dropped unless ``detail``."""
+    if job.error is None or detail:
+        return job.error
+    return {k: v for k, v in job.error.items() if k != "detail"}
+
+
+def _view(job: Job, queue_position: int | None = None, detail: bool = False) -> JobView:
     kind = get_kind(job.kind)
     progress = kind.progress(job.params) if kind else {"fraction": 0.0, "eta_s": None}
     progress.update(job.progress)
@@ -325,14 +334,15 @@ def _view(job: Job, queue_position: int | None = None) -> JobView:
     return JobView(
         id=job.id, kind=job.kind, status=job.status, progress=progress, params=job.params,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at, attempts=job.attempts,
-        worker=job.worker, error=job.error, warnings=job.warnings,
+        worker=job.worker, error=_error(job, detail), warnings=job.warnings,
         # queue_s and run_s always (null until known); what else a kind measured, when it did.
         metrics={"queue_s": job.metrics.get("queue_s"), "run_s": job.metrics.get("run_s"), **job.metrics},
         webhook=_webhook_state(job), queue_position=queue_position if job.status == QUEUED else None, links=links)
 
 
-def job_json(job: Job, queue_position: int | None = None) -> dict:
-    return _view(job, queue_position).model_dump(mode="json", exclude_unset=True)
+def job_json(job: Job, queue_position: int | None = None, detail: bool = False) -> dict:
+    """The job as the API shows it; ``detail``: with its error's detail (admin tokens only)."""
+    return _view(job, queue_position, detail).model_dump(mode="json", exclude_unset=True)
 
 
 def has_frames(kind) -> bool:

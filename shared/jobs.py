@@ -395,12 +395,14 @@ class Jobs:
         if outcome != "ok":
             return outcome
         # This call canceled it: what follows happens once.
-        from .queue import QUEUE, TASK  # here, not at the top: shared.queue imports Celery
+        from .queue import QUEUE, TASK, announce_revoked  # here, not at the top: shared.queue imports Celery
 
         try:
             self.drop_messages(job_id, QUEUE, TASK)
         except redis.RedisError as exc:  # the cancel stands; a worker would skip the message anyway
             log.warning("job %s canceled; its broker message stays: %s", job_id, exc)
+        else:  # no worker will see the message: say it was revoked, so Flower does not wait on it
+            announce_revoked(self.celery, self.r.hget(keys.job(job_id), "dispatch"))
         if self.store is not None:
             # No worker will read the input now (start needs a queued job): without this,
             # cancel-and-resubmit would pile up inputs for the whole TTL.

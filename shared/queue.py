@@ -8,21 +8,34 @@ id and a dispatch token, never image bytes.
 from __future__ import annotations
 
 import functools
+import logging
+import uuid
 from collections.abc import Callable
 
 from celery import Celery
 
 from .settings import Settings, get_settings
+from .workers import redis_url_for
+
+log = logging.getLogger("dreamq.queue")
 
 TASK = "dreamq.dream"
 QUEUE = "dreamq"
 
 
+def broker_url(settings: Settings) -> str:
+    """DREAMQ_REDIS_URL, else the embedded Redis of a `dreamq up` in the data directory: so that
+    `celery -A worker inspect` and Flower, run beside it, find it with nothing exported."""
+    url = redis_url_for(settings)
+    if not url:
+        raise RuntimeError(f"DREAMQ_REDIS_URL is not set and no `dreamq up` Redis is in {settings.data_dir} "
+                           "(DREAMQ_DATA_DIR): run `dreamq up`, or point DREAMQ_REDIS_URL at a Redis server")
+    return url
+
+
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    if not settings.redis_url:
-        raise RuntimeError("DREAMQ_REDIS_URL is not set: run `dreamq up`, or point it at a Redis server")
-    app = Celery("dreamq", broker=settings.redis_url, set_as_current=False)
+    app = Celery("dreamq", broker=broker_url(settings), set_as_current=False)
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     app.conf.update(
         # JSON only: a pickle message is refused, so no one can run code through the queue.
@@ -62,8 +75,32 @@ def make_celery(settings: Settings | None = None) -> Celery:
     return app
 
 
+def task_id(dispatch: str) -> str:
+    """The Celery task id of the message sent with this dispatch token (a UUID's hex): each message
+    of a job has its own, and whoever knows the token names the task in Celery's events."""
+    try:
+        return str(uuid.UUID(hex=dispatch))
+    except ValueError:
+        return dispatch
+
+
 def enqueue(app: Celery, job_id: str, dispatch: str) -> None:
-    app.send_task(TASK, args=[job_id, dispatch], queue=QUEUE)
+    app.send_task(TASK, args=[job_id, dispatch], queue=QUEUE, task_id=task_id(dispatch))
+
+
+def announce_revoked(app: Celery | None, dispatch: str | bytes | None) -> None:
+    """Send the `task-revoked` event of a message dropped from the queue (a job canceled while
+    queued, shared/jobs.py): no worker sees that message, so without this Flower and `celery events`
+    would show its task PENDING for good.  Best effort: the cancel stands whatever happens here."""
+    if app is None or not dispatch:
+        return
+    if isinstance(dispatch, bytes):
+        dispatch = dispatch.decode()
+    try:
+        with app.events.default_dispatcher() as events:
+            events.send("task-revoked", uuid=task_id(dispatch), terminated=False, signum=None, expired=False)
+    except Exception as exc:  # noqa: BLE001 - kombu, redis and socket errors alike
+        log.warning("task %s: no task-revoked event sent: %s", task_id(dispatch), exc)
 
 
 def lazy_app(module: str, create: Callable[[], Celery]):

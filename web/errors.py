@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import redis
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared.images import ImageError
@@ -64,6 +64,13 @@ def _is_job_id(value) -> bool:
     from shared.job import is_job_id
 
     return isinstance(value, str) and is_job_id(value)  # never echo an arbitrary path segment
+
+
+def sees_error_detail() -> bool:
+    """Whether this request shows a failed job's ``error.detail`` (the operator's: exception text,
+    paths, URLs): only to an admin token.  With no tokens set everyone counts as admin (web/auth.py),
+    so there no one sees it: a server left open to a network keeps it in the worker's log."""
+    return bool(g.get("dreamq_admin")) and g.get("dreamq_owner") is not None
 
 
 def wants_json() -> bool:

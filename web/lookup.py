@@ -9,7 +9,7 @@ import math
 from shared.job import QUEUED, Job, job_json
 
 from .auth import can_see, owner_filter
-from .errors import ApiError, not_found
+from .errors import ApiError, not_found, sees_error_detail
 from .services import services
 
 MAX_LIMIT = 100
@@ -24,7 +24,7 @@ def get_job(job_id: str) -> Job:
 
 def public_job(job: Job) -> dict:
     state = services().state
-    return job_json(job, state.queue_position(job.id) if job.status == QUEUED else None)
+    return job_json(job, state.queue_position(job.id) if job.status == QUEUED else None, detail=sees_error_detail())
 
 
 def encode_cursor(created_at: float) -> str:

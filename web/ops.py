@@ -3,6 +3,8 @@ answers and a worker is ready) and /api/openapi.json (the API's contract).
 """
 from __future__ import annotations
 
+import os
+
 import redis
 from flask import Blueprint, current_app, jsonify
 
@@ -12,6 +14,18 @@ from .errors import ApiError
 from .services import services
 
 bp = Blueprint("ops", __name__)
+
+# `dreamq up` passes its web a random nonce and waits for it in this header: the answer is its own
+# web's, not that of another server on the port (dreamq/up.py).
+INSTANCE_ENV, INSTANCE_HEADER = "DREAMQ_UP_INSTANCE", "X-Dreamq-Instance"
+
+
+@bp.after_request
+def _instance(response):
+    instance = os.environ.get(INSTANCE_ENV)
+    if instance:
+        response.headers[INSTANCE_HEADER] = instance
+    return response
 
 
 @bp.get("/healthz")

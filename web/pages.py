@@ -3,9 +3,15 @@ with it (static files only, CSP ``script-src 'self'``) they use the pages' own J
 routes here, which take the login cookie (the API takes only the bearer header)."""
 from __future__ import annotations
 
+import io
+import struct
+import time
+from pathlib import Path
+
 import redis
 from flask import (
     Blueprint,
+    current_app,
     jsonify,
     make_response,
     redirect,
@@ -16,7 +22,7 @@ from flask import (
 from werkzeug.exceptions import HTTPException
 
 from shared.images import ImageError
-from shared.job import frames_done, has_frames
+from shared.job import Job, frames_done, has_frames
 from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import DEFAULT_MODEL, MODELS
 from shared.params import DreamParams
@@ -120,9 +126,52 @@ def kinds_catalog() -> dict:
             for k in KINDS.values()}
 
 
+def form_value(name: str, value) -> str:
+    """A parameter as the form spells it: layers as ``name=weight,...``, no max_loss as ``none``,
+    a float as short as it reads back exactly."""
+    if value is None:
+        return "none" if name == "max_loss" else ""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={form_value(k, v)}" for k, v in value.items())
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
+
+
+def again_values(job: Job) -> dict[str, str]:
+    """The form's values that repeat ``job``: its kind and every stored parameter the form has."""
+    values = {name: form_value(name, value) for name, value in job.params.items()
+              if name in FORM_FIELDS and (value is not None or name == "max_loss")}
+    return {**values, "kind": job.kind}
+
+
+def preset_summary(values: dict) -> str:
+    """What a preset changes, in a few words (the gallery's text card)."""
+    parts = [f"{name.replace('_', ' ')} {form_value(name, v)}" for name, v in values.items()]
+    return "; ".join(parts) or "the model's defaults"
+
+
+def preset_gallery() -> dict[str, list[dict]]:
+    """Each model's presets as gallery cards; a card's thumbnail only where its file exists
+    (they are rendered separately, so some may be missing: looked at on each render)."""
+    folder = Path(current_app.static_folder) / "presets"
+    return {m.name: [{"name": p, "summary": preset_summary(values),
+                      "thumb": (url_for("static", filename=f"presets/{m.name}-{p}.jpg")
+                                if (folder / f"{m.name}-{p}.jpg").is_file() else None)}
+                     for p, values in m.presets.items()]
+            for m in MODELS.values()}
+
+
 def catalog() -> dict:
     """What the form's script needs to show each model's defaults and presets."""
     return {m.name: {"title": m.title, "layers": list(m.layers), "presets": list(m.presets),
+                     # What each preset sets, as form values: placeholders, and the fields a choice clears.
+                     "preset_params": {p: {k: form_value(k, v) for k, v in values.items()}
+                                       for p, values in m.presets.items()},
+                     # Its own defaults for some kinds (a zoom frame of vgg16_hed dreams harder).
+                     "kind_defaults": {k: {n: form_value(n, v) for n, v in d.items()}
+                                       for k, d in m.kind_defaults.items()},
                      "defaults": {"layers": ",".join(f"{k}={v:g}" for k, v in m.default_layers.items()),
                                   "step": m.step, "max_loss": "none" if m.max_loss is None else m.max_loss,
                                   **{k: f.default for k, f in DreamParams.model_fields.items()
@@ -143,7 +192,9 @@ def loaded_models() -> tuple[dict[str, int], dict[str, int]] | tuple[None, None]
     return model_status(workers), model_status(workers, bf16_only=True)
 
 
-def form_page(values: dict | None = None, error: ApiError | None = None, status: int = 200):
+def form_page(values: dict | None = None, error: ApiError | None = None, status: int = 200,
+              again: Job | None = None, notice: str = ""):
+    """The form; ``again``: the job whose values fill it (Dream again), ``notice``: a line above it."""
     values = values or {}
     loaded, bf16 = loaded_models()
     if values.get("model") in MODELS:
@@ -156,13 +207,23 @@ def form_page(values: dict | None = None, error: ApiError | None = None, status:
     kind = values.get("kind") if values.get("kind") in KINDS else DEFAULT_KIND
     html = render_template("index.html", models=MODELS, catalog=catalog(), model=model, values=values, error=error,
                            loaded=loaded, bf16=bf16, kinds=kinds_catalog(), kind=kind, kind_fields=kind_fields(),
-                           guide_layer="guide_layer" in DreamParams.model_fields)
+                           guide_layer="guide_layer" in DreamParams.model_fields,
+                           gallery=preset_gallery(), again=again, notice=notice,
+                           again_guide=again is not None and KINDS[kind].takes_guide)
     return html, status
 
 
 @bp.get("/")
 def index():
-    return form_page()
+    """The form; ``?again=<job id>``: filled with that job's parameters (a job the caller may see)."""
+    job_id = request.args.get("again")
+    if not job_id:
+        return form_page()
+    try:
+        job = get_job(job_id)
+    except ApiError:  # missing, or another token's: the same answer, never which
+        return form_page(notice="There is no job of yours with that id to dream again; here is a plain form.")
+    return form_page(again_values(job), again=job)
 
 
 @bp.post("/submit")
@@ -203,8 +264,15 @@ def job_page(job_id: str):
         # What was uploaded, shown beside the dream; a job canceled while queued has no files left.
         view["has_input"] = store_has(job.files_id, kind.file("input"))
         view["has_guide"] = kind.takes_guide and store_has(job.files_id, kind.file("guide"))
+        view["size"] = picture_size(job.files_id, kind.file("input")) if view["has_input"] else None
+        if view["size"] and media_type in EVEN_SIDED:  # the encoder crops an odd side (worker/video.py)
+            view["result_size"] = tuple(side - side % 2 for side in view["size"])
+    view.setdefault("result_size", view.get("size"))
     return render_template("job.html", job=page_links(public_job(job)), view=view,
-                           result_label=view["result_type"].split("/")[-1].upper())
+                           result_label=view["result_type"].split("/")[-1].upper(),
+                           params=param_facts(job, kind, view["has_guide"]), timing=timing_facts(job),
+                           video_facts=video_words(job.params, view["result_size"]) if view["video"] else "",
+                           cached=cached_from(job), now=time.time())
 
 
 def store_has(job_id: str, name: str) -> bool:
@@ -215,6 +283,100 @@ def store_has(job_id: str, name: str) -> bool:
         return exists(job_id, name) if exists is not None else store.get(job_id, name) is not None
     except StoreError:
         return False
+
+
+EVEN_SIDED = ("video/mp4", "video/webm")  # yuv420p: an odd width or height loses its last column or row
+PNG_HEAD = b"\x89PNG\r\n\x1a\n"
+
+
+def picture_size(job_id: str, name: str) -> tuple[int, int] | None:
+    """(width, height) of a stored PNG, from its header alone (the record does not keep the size);
+    None when it cannot be read."""
+    try:
+        with services().store.open(job_id, name) or io.BytesIO() as f:
+            head = f.read(24)
+    except (StoreError, OSError):
+        return None
+    if len(head) < 24 or not head.startswith(PNG_HEAD) or head[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", head[16:24])
+
+
+def number(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def duration(seconds: float) -> str:
+    """Seconds in words: 0.4 s, 12.3 s, 3 min 5 s, 1 h 2 min (job.js says them the same way)."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min {int(seconds % 60)} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def param_facts(job: Job, kind, has_guide: bool) -> list[tuple[str, str, str]]:
+    """(id, label, value in words) of the parameters the job ran with, for the page's list."""
+    p = job.params
+    asked, ran = p.get("precision"), job.metrics.get("precision") or p.get("precision")
+    model = MODELS.get(p.get("model"))
+    guide_layer = p.get("guide_layer") or getattr(model, "guide_layer", "") or "the model's guide layer"
+    layers = ", ".join(f"{name}={number(w)}" for name, w in (p.get("layers") or {}).items())
+    facts = [("model", "Model", str(p.get("model")) + (f" (preset {p['preset']})" if p.get("preset") else "")),
+             ("layers", "Layers", f"not used: the guide pulls at {guide_layer}" if has_guide else layers),
+             ("step", "Step", number(p.get("step"))),
+             ("octaves", "Octaves", f"{p.get('octaves')}" + (f", each {number(p.get('octave_scale'))}x the last"
+                                                              if (p.get("octaves") or 0) > 1 else "")),
+             ("iterations", "Iterations", f"{p.get('iterations')} per octave"),
+             # What really ran (the worker's measure), and what was asked when that differs (auto, bf16).
+             ("precision", "Precision", str(ran) + (f" (asked {asked})" if asked != ran else "")),
+             ("seed", "Seed", str(p.get("seed"))),
+             ("guide", "Guide", f"yes, pulling at {guide_layer}" if has_guide else "none")]
+    optional = (("max_loss", "Stop above loss"), ("jitter", "Jitter (px)"), ("tile_size", "Tile size (px)"),
+                ("max_side", "Longest side (px)"))
+    facts += [(name, label, number(p[name])) for name, label in optional if p.get(name)]
+    if kind is not None:  # the kind's own parameters (a video's frames, fps...), labelled by its declaration
+        facts += [(name, field.title or name.replace("_", " ").capitalize(),
+                   number(p[name]))
+                  for name, field in kind.params.model_fields.items()
+                  if name not in DreamParams.model_fields and p.get(name) is not None]
+    return facts
+
+
+def timing_facts(job: Job) -> list[tuple[str, str, str]]:
+    """(id, label, words) of how long the job waited and ran: measured once finished, so far before
+    (job.js keeps these going)."""
+    now, m = time.time(), job.metrics
+    if m.get("cached"):
+        return [("answered", "Answered", "at once, from the result cache")]
+    queued = m.get("queue_s")
+    if queued is None:
+        queued = (job.started_at or job.finished_at or now) - (job.enqueued_at or job.created_at)
+    out = [("queued", "Queued for" if job.status != "queued" else "Queued for (so far)", duration(max(0.0, queued)))]
+    if job.started_at is not None:
+        ran = m.get("run_s")
+        if ran is None:
+            ran = (job.finished_at or now) - job.started_at
+        words = duration(max(0.0, ran)) + (f" (dreaming {duration(m['dream_s'])})" if m.get("dream_s") else "")
+        out.append(("ran", "Ran for" if job.finished else "Running for (so far)", words))
+    return out
+
+
+def video_words(params: dict, size: tuple[int, int] | None) -> str:
+    """A video's frames, rate, length and size in words."""
+    frames, fps = params.get("frames"), params.get("fps")
+    if not frames or not fps:
+        return ""
+    words = f"{frames} frames at {fps} fps: {duration(frames / fps)}"
+    return words + (f", {size[0]}×{size[1]} px" if size else "")
+
+
+def cached_from(job: Job) -> dict | None:
+    """A result-cache hit: {"id": the earlier identical job, when the caller may see it}; None otherwise."""
+    if not (job.metrics.get("cached") or job.files_from):
+        return None
+    return {"id": job.metrics.get("cached_from")}
 
 
 @bp.get("/jobs/<job_id>/status.json")

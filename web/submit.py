@@ -15,6 +15,7 @@ from shared.params import ParamsError
 from shared.store import StoreError
 
 from .auth import request_owner
+from .availability import check_model
 from .errors import ApiError
 from .forms import check_multipart, read_form
 from .limits import check_submission, client_key
@@ -30,6 +31,8 @@ def submit_from_request() -> Job:
     check_caps()
     form, image, guide = read_form()
     kind, params, webhook = form.kind, form.params, form.webhook
+    # Before the uploads are decoded: a model no live worker can run is refused at once.
+    no_worker = check_model(svc.redis, params.model)
     png, small, (height, width), guide_png = normalise_uploads(image, guide, params)
     del image, guide  # the uploads' bytes are not kept while the job is stored and queued
 
@@ -60,7 +63,7 @@ def submit_from_request() -> Job:
 
     try:
         job = svc.state.submit(params, png, kind=kind.name, owner=request_owner(), client=client_key(),
-                               warnings=[small] if small else [], max_queued=svc.settings.max_queued,
+                               warnings=([small] if small else []) + no_worker, max_queued=svc.settings.max_queued,
                                max_per_client=svc.settings.max_queued_per_client,
                                files=extra, webhook=webhook, before_enqueue=note_key)
     except SubmitRefused as exc:

@@ -4,6 +4,9 @@
     celery -A worker inspect active              # what each worker runs now
     celery -A worker events / flower             # task and worker events
 
+Beside a `dreamq up`, with no DREAMQ_REDIS_URL, these find its embedded Redis in the data
+directory (./data, or DREAMQ_DATA_DIR; shared/queue.py ``broker_url``).
+
 ``dreamq worker`` runs the same app (worker/main.py).  Two bootsteps make a plain
 Celery worker a dreamq worker:
 
@@ -28,7 +31,7 @@ from celery import Celery, bootsteps
 from celery.exceptions import WorkerShutdown
 from celery.signals import worker_shutdown, worker_shutting_down
 
-from shared.queue import QUEUE, lazy_app, make_celery
+from shared.queue import QUEUE, broker_url, lazy_app, make_celery
 from shared.settings import Settings, get_settings
 
 from . import tasks
@@ -113,6 +116,8 @@ class Consuming(bootsteps.StartStopStep):
 def create_app(settings: Settings | None = None, device: str | None = None) -> Celery:
     """The worker's Celery app: the shared configuration, the task, and the two bootsteps."""
     settings = settings or get_settings()
+    if not settings.redis_url:  # beside `dreamq up`: its embedded Redis, for the worker's records too
+        settings = settings.model_copy(update={"redis_url": broker_url(settings)})
     app = make_celery(settings)
     tasks.register(app)
     app.dreamq_settings = settings

@@ -165,6 +165,16 @@ _BUILDERS = {
 }
 
 
+def weights_fingerprint(model: DreamModel) -> str:
+    """SHA-256 of ``model``'s weight arrays, as the worker's heartbeat reports it (shared/cache.py),
+    computed once per loaded model: each result PNG names the weights it ran (shared/provenance.py)."""
+    if "_fingerprint" not in vars(model):
+        from shared.cache import weights_fingerprint as sha256_of
+
+        model._fingerprint = sha256_of(model.network.get_weights())
+    return model._fingerprint
+
+
 def load_model(name: str, weights: str | None = None) -> DreamModel:
     """Build ``name`` with its weights; raise WeightsUnavailable with advice if they are missing."""
     spec = MODELS[name]

@@ -6,6 +6,7 @@ import time
 
 from celery.exceptions import Reject
 
+from shared.job import FAILED
 from shared.queue import TASK
 
 log = logging.getLogger("dreamq.worker")
@@ -15,6 +16,12 @@ log = logging.getLogger("dreamq.worker")
 UNBOUND_REJECT_DELAY_S = 1.0
 
 _worker = None  # the process's Worker, bound by worker/celery.py once its models are warm
+
+
+class JobFailedError(Exception):
+    """Raised once a failed job is recorded, so that Celery reports its task FAILURE (events,
+    Flower).  Expected (the task's ``throws``): logged in one line, never retried; the message
+    is acked as after any end (acks_late, task_acks_on_failure_or_timeout)."""
 
 
 def bind(worker) -> None:
@@ -28,7 +35,7 @@ def bound():
 
 
 def register(app):
-    @app.task(name=TASK, acks_late=True, ignore_result=True)
+    @app.task(name=TASK, acks_late=True, ignore_result=True, throws=(JobFailedError,))
     def dream(job_id: str, dispatch: str) -> str:
         worker = _worker
         if worker is None:
@@ -43,6 +50,9 @@ def register(app):
             # Shutting down: give the message back unstarted, so a job handed back by a
             # neighbour that is stopping too does not count one more attempt here.
             raise Reject("this worker is stopping", requeue=True)
-        return worker.run(job_id, dispatch)
+        outcome = worker.run(job_id, dispatch)
+        if outcome == FAILED:  # the record says why; the detail is in this worker's log
+            raise JobFailedError(f"job {job_id} failed")
+        return outcome
 
     return dream

@@ -46,18 +46,18 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from shared import cache, hooks, keys
+from shared import hooks, keys
 from shared.images import encode_png
 from shared.job import CANCELED, FAILED, QUEUED, SUCCEEDED
 from shared.jobs import Jobs
 from shared.kinds import get_kind
-
-from .kinds import HANDLERS, Context, Files, JobFailed
 from shared.settings import Settings
 from shared.store import StoreError, open_store
 
-log = logging.getLogger("dreamq.worker")
+from .kinds import HANDLERS, Context, Files, JobFailed
 
+log = logging.getLogger("dreamq.worker")
+MAX_DETAIL = 2000  # characters of a failure's detail kept on the record; the log has all of it
 
 
 class Worker:
@@ -120,7 +120,7 @@ class Worker:
         """
         from .device import detect_bf16
         from .dream import Dreamer
-        from .models import WeightsUnavailable, load_model
+        from .models import WeightsUnavailable, load_model, weights_fingerprint
 
         self.bf16 = detect_bf16(self.settings.bf16)
         log.info("bf16 %s on %s: %s", "native" if self.bf16.native else "not native", self.bf16.device,
@@ -138,7 +138,7 @@ class Worker:
                 log.warning("model %s unavailable: %s", name, exc)
                 continue
             self.dreamers[name] = dreamer
-            self.fingerprints[name] = cache.weights_fingerprint(dreamer.model.network.get_weights())
+            self.fingerprints[name] = weights_fingerprint(dreamer.model)  # once per model: the results carry it too
             log.info("model %s ready in %.1fs", name, time.perf_counter() - t0)
         self.ready = True
         self.heartbeat()
@@ -273,8 +273,13 @@ class Worker:
         started = time.monotonic()
 
         def fail(code: str, message: str, detail: object = None) -> str:
-            # Clients see only ``message`` (generic); the detail (store URLs, exception text) stays in the log.
-            self.jobs.finish(job_id, self.id, FAILED, error={"code": code, "message": message})
+            # ``message`` is a short sentence for whoever asked; the operator's detail (exception text,
+            # URLs, paths, settings) goes to the log and to the record's error.detail, which only admin
+            # tokens see (shared/job.py).
+            error = {"code": code, "message": message}
+            if detail:
+                error["detail"] = str(detail)[:MAX_DETAIL]
+            self.jobs.finish(job_id, self.id, FAILED, error=error)
             log.warning("job %s failed: %s: %s%s", job_id, code, message, f" ({detail})" if detail else "")
             return FAILED
 
@@ -295,8 +300,8 @@ class Worker:
                 self.jobs.update(job_id, self.id, warnings=[*job.warnings, warning])
         engine = self.dreamers.get(params.model)
         if engine is None:
-            why = self.unavailable.get(params.model, f"this worker does not load {params.model}")
-            return fail("model_unavailable", f"model {params.model} is unavailable: {why}")
+            why = self.unavailable.get(params.model, f"this worker does not load {params.model} (DREAMQ_MODELS)")
+            return fail("model_unavailable", f"the model {params.model} is not available on this server", why)
 
         files = Files(self.store, job_id, kind.files)
         stop = _StopCheck(self, job_id, started)
@@ -307,7 +312,8 @@ class Worker:
 
         ctx = Context(job=job, params=params, engine=engine, files=files,
                       progress=_ProgressWriter(self, job_id), preview=preview, should_stop=stop,
-                      record=lambda **fields: self.jobs.update(job_id, self.id, **fields))
+                      record=lambda **fields: self.jobs.update(job_id, self.id, **fields),
+                      weights=self.fingerprints.get(params.model))
         from .dream import Canceled, LossNotFinite
 
         try:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from shared import keys
 from shared.jobs import Jobs
+from shared.models import MODELS
 from dreamq.redis_server import free_port
 from shared.store import Store
 from shared.kinds.image import INPUT, PREVIEW, RESULT
@@ -78,7 +79,8 @@ def test_submit_answers_202_with_location_job_json_and_queues_a_message(app, cli
     assert uuid.UUID(job["id"]).version == 4
     assert job["status"] == "queued" and job["queue_position"] == 1 and job["error"] is None
     expected = {"model": "vgg16_hed", "preset": "textures", "layers": {"block2_conv2": 1.0, "block3_conv3": 2.0},
-                "step": 1.5, "octaves": 3, "octave_scale": 1.4, "iterations": 5, "max_loss": None, "max_side": None}
+                "step": MODELS["vgg16_hed"].step, "octaves": 3, "octave_scale": 1.4, "iterations": 5, "max_loss": None,
+                "max_side": None}
     assert {k: job["params"][k] for k in expected} == expected  # effective values, defaults filled in
     assert job["progress"]["fraction"] == 0 and job["progress"]["octaves"] == 3
     assert job["links"] == {"self": f"/api/v1/jobs/{job['id']}", "result": None, "preview": None,

@@ -5,6 +5,8 @@ import sys
 import numpy as np
 from PIL import Image
 
+from shared.provenance import read
+
 from ..conftest import ROOT
 
 
@@ -23,6 +25,9 @@ def test_dream_writes_a_png_the_size_of_the_input(tmp_path, photo):
     assert result.format == "PNG" and result.size == (240, 180)
     assert np.abs(np.asarray(result, int) - photo[:180, :240].astype(int)).mean() > 2
     assert "octave 2/2" in proc.stderr  # the progress bar
+    found = read(out)  # the parameters travel with the picture, as the service's do
+    assert found["kind"] == "image" and found["model"] == "vgg16_hed" and len(found["weights"]) == 16
+    assert found["params"]["iterations"] == 3 and found["params"]["octaves"] == 2
 
 
 def test_invalid_values_exit_nonzero_with_one_clear_line(tmp_path):
@@ -40,7 +45,8 @@ def test_missing_and_unreadable_files(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"<html>not a png</html>")
     proc = _dreamq("dream", str(bad))
-    assert proc.returncode == 2 and "not a readable image" in proc.stderr
+    # One line naming the file and the formats it reads (shared/images.py words it).
+    assert proc.returncode == 2 and "bad.png" in proc.stderr and all(f in proc.stderr for f in ("PNG", "JPEG", "TIFF"))
 
 
 def test_missing_imagenet_weights_explain_the_fix(tmp_path, photo):

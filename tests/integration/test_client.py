@@ -1,6 +1,7 @@
 """`dreamq submit / status / cancel` against the real web app served over real HTTP."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -13,14 +14,14 @@ from shared import keys
 from dreamq.redis_server import free_port
 from shared.kinds.image import PREVIEW, RESULT
 
-from ..webutil import encode, make_app
+from ..webutil import encode, make_app, wait_for
 
 
 @pytest.fixture
 def server(clean_redis, redis_url, tmp_path):
-    """The app on a real port; yields (url, app)."""
-    def serve(**overrides):
-        app = make_app(redis_url, tmp_path, **overrides)
+    """The app (``app``, or one made with ``overrides``) on a real port; yields (url, app)."""
+    def serve(app=None, **overrides):
+        app = app or make_app(redis_url, tmp_path, **overrides)
         httpd = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=httpd.serve_forever, daemon=True)
         thread.start()
@@ -240,3 +241,59 @@ def test_a_submit_whose_answer_was_lost_is_retried_with_its_key_and_makes_one_jo
     assert len(keys_seen) == 2 and keys_seen[0] and keys_seen[0] == keys_seen[1]
     assert clean_redis.zcard(keys.JOBS) == 1
     assert r.stdout.strip() == clean_redis.zrange(keys.JOBS, 0, -1)[0].decode()
+
+
+def test_a_422_says_each_field_error_once(server, image_file):
+    url, _ = server()
+    r = dreamq("submit", image_file, "--server", url, "--octaves", "99", "--step", "abc")
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == "error: 422: invalid request", r.stderr
+    assert sorted(line.split(":")[0].strip() for line in lines[1:]) == ["octaves", "step"], r.stderr
+    assert r.stderr.count("octaves") == r.stderr.count("step") == 1
+
+
+# -- With a real worker: the parameters travel with the picture; the result cache says so -----------
+
+def test_the_result_carries_its_parameters_and_submit_reuses_them(live_worker, server, tmp_path, tiny_photo):
+    from shared.provenance import read
+    from web import create_app
+
+    url, _ = server(create_app(live_worker.settings))  # the worker's store
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(encode(tiny_photo))
+    out = tmp_path / "dream.png"
+    r = dreamq("submit", photo, "--server", url, "--model", "vgg16_hed", "--layers", "block3_conv3=1", "--octaves", 2,
+               "--iterations", 3, "--seed", 7, "--jitter", 4, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "served from the cache" not in r.stderr
+    first = r.stdout.strip()
+
+    # The PNG that came through the API says how it was dreamed, and with which weights.
+    found = read(out)
+    assert found["kind"] == "image" and found["model"] == "vgg16_hed" and found["version"]
+    assert {k: found["params"][k] for k in ("layers", "octaves", "iterations", "seed", "jitter")} == {
+        "layers": {"block3_conv3": 1.0}, "octaves": 2, "iterations": 3, "seed": 7, "jitter": 4}
+    beat = json.loads(live_worker.redis.get(keys.worker(live_worker.redis.hget(keys.job(first), "worker").decode())))
+    assert found["weights"] == beat["fingerprints"]["vgg16_hed"][:16]
+    assert Image.open(out).text["Software"] == f"dreamq {found['version']}"
+
+    # --params-from sends them; an option given overrides its own.
+    r = dreamq("submit", photo, "--server", url, "--params-from", out, "--iterations", 4)
+    assert r.exit_code == 0, r.output
+    sent = json.loads(live_worker.redis.hget(keys.job(r.stdout.strip()), "params"))
+    assert sent == {**found["params"], "iterations": 4}
+
+    # The same again: an identical job, answered from the cache, and the CLI says so.
+    wait_for(lambda: live_worker.redis.keys(keys.result_cache("*")), 10, "the cache entry")
+    again = tmp_path / "again.png"
+    r = dreamq("submit", photo, "--server", url, "--params-from", out, "-o", again)
+    assert r.exit_code == 0, r.output
+    assert f"served from the cache (an earlier identical job, {first}); --no-cache to dream again" in r.stderr
+    assert again.read_bytes() == out.read_bytes()
+    r = dreamq("status", r.stdout.strip(), "--server", url)
+    assert r.exit_code == 0 and "served from the cache" in r.stdout
+    r = dreamq("submit", photo, "--server", url, "--params-from", out, "--no-cache")
+    assert r.exit_code == 0 and "served from the cache" not in r.stderr
+    done = live_worker.wait(r.stdout.strip())  # dreamed again, by the worker
+    assert done.status == "succeeded" and done.worker and "cached" not in done.metrics

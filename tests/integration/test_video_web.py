@@ -212,12 +212,16 @@ def test_the_form_offers_the_video_and_the_guide(client):
     assert '<select id="kind" name="kind">' in html and 'value="zoom"' in html
     for name in ("frames", "zoom", "rotate", "fps"):
         assert f'name="{name}"' in html
-    assert 'placeholder="48"' in html and 'placeholder="1.05"' in html  # the zoom defaults
-    assert '<select id="format" name="format">' in html and 'value="webm"' in html
+    from shared.kinds.zoom import ZOOM_DEFAULTS
+
+    # The zoom defaults as placeholders.
+    assert f'placeholder="{ZOOM_DEFAULTS["frames"]}"' in html and f'placeholder="{ZOOM_DEFAULTS["zoom"]}"' in html
+    assert '<select id="format" name="format"' in html and 'value="webm"' in html
     assert 'name="guide" type="file"' in html and 'name="guide_layer"' in html
     kinds = json.loads(re.search(r'<script type="application/json" id="kinds">(.*?)</script>', html, re.S).group(1))
     assert kinds["zoom"]["fields"] == ["frames", "zoom", "rotate", "fps", "format"] and kinds["zoom"]["guide"]
-    assert kinds["zoom"]["defaults"] == {"octaves": 2, "iterations": 5} and kinds["image"]["fields"] == []
+    assert kinds["zoom"]["defaults"] == {k: ZOOM_DEFAULTS[k] for k in ("octaves", "iterations")}
+    assert kinds["image"]["fields"] == []
     for tag in re.findall(r"<script\b[^>]*>", html):
         assert 'src="/static/' in tag or 'type="application/json"' in tag, tag
 

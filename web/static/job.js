@@ -9,6 +9,8 @@
   var $ = function (id) { return document.getElementById(id); };
   var lastPreview = null;
   var lastFrame = null;
+  // The server's clock less ours, so that "running for" counts from the server's start time.
+  var offset = Number(box.dataset.now) * 1000 - Date.now();
   var WORDS = {
     canceled: "The job was canceled.",
     timeout: "The dream took longer than the time limit.",
@@ -37,6 +39,47 @@
       parts.push("done in " + job.metrics.run_s.toFixed(1) + " s" + (job.metrics.precision ? " (" + job.metrics.precision + ")" : ""));
     }
     return parts.join(", ");
+  }
+
+  // Seconds in words, as the page says them (web/pages.py duration).
+  function duration(s) {
+    if (s < 60) return s.toFixed(1) + " s";
+    var minutes = Math.floor(s / 60);
+    if (minutes < 60) return minutes + " min " + Math.floor(s % 60) + " s";
+    return Math.floor(minutes / 60) + " h " + (minutes % 60) + " min";
+  }
+
+  function at(iso) { return iso ? Date.parse(iso) / 1000 : null; }
+
+  // [id, label, words] of how long the job waited and ran: web/pages.py timing_facts, live.
+  function timing(job, finished) {
+    var m = job.metrics || {}, now = (Date.now() + offset) / 1000, rows = [];
+    if (m.cached) return [["answered", "Answered", "at once, from the result cache"]];
+    var queued = m.queue_s;
+    if (queued === null || queued === undefined) {
+      queued = (at(job.started_at) || at(job.finished_at) || now) - at(job.created_at);
+    }
+    rows.push(["queued", job.status === "queued" ? "Queued for (so far)" : "Queued for", duration(Math.max(0, queued))]);
+    if (job.started_at) {
+      var ran = m.run_s;
+      if (ran === null || ran === undefined) ran = (at(job.finished_at) || now) - at(job.started_at);
+      rows.push(["ran", finished ? "Ran for" : "Running for (so far)",
+                 duration(Math.max(0, ran)) + (m.dream_s ? " (dreaming " + duration(m.dream_s) + ")" : "")]);
+    }
+    return rows;
+  }
+
+  function renderTiming(job, finished) {
+    var items = [];
+    timing(job, finished).forEach(function (row) {
+      var dt = document.createElement("dt"), dd = document.createElement("dd");
+      dt.id = "timing-" + row[0] + "-label";
+      dt.textContent = row[1];
+      dd.id = "timing-" + row[0];
+      dd.textContent = row[2];
+      items.push(dt, dd);
+    });
+    $("timing").replaceChildren.apply($("timing"), items);
   }
 
   function frameLinks(done) {
@@ -85,7 +128,13 @@
         li.textContent = w;
         return li;
       }));
-      $("warnings").hidden = warnings.length === 0;
+      $("warnings-box").hidden = warnings.length === 0;
+    }
+    renderTiming(job, finished);
+    var precision = job.metrics && job.metrics.precision;
+    if (precision) {  // what really ran is known once the worker says so
+      var asked = job.params.precision;
+      $("param-precision").textContent = precision + (asked && asked !== precision ? " (asked " + asked + ")" : "");
     }
     if (job.error && job.status !== "canceled") {
       $("error").textContent = "The dream failed: " + (WORDS[job.error.code] || job.error.message);

@@ -54,3 +54,4 @@ class Context:
     preview: Callable[[Any], None]  # preview(uint8 RGB array): the picture a client watches
     should_stop: Callable[[], bool]  # polled between steps: True means stop now (the engine raises)
     record: Callable[..., None] = lambda **fields: None  # record(**fields): write fields of the running job
+    weights: str | None = None  # the fingerprint of the engine's weights, which the result PNG carries

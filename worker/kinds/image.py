@@ -6,18 +6,21 @@ import time
 import numpy as np
 
 from shared.images import ImageError, decode_image, encode_png
+from shared.kinds.image import KIND
 from shared.models import MODELS
+from shared.provenance import png_info
 from shared.store import StoreError
 
+from ..eta import Eta
 from .context import Context, JobFailed
 
 
-def progress_fields(p) -> dict:
-    """The engine's Progress as the record's progress fields."""
+def progress_fields(p, eta: Eta) -> dict:
+    """The engine's Progress as the record's progress fields; ``eta`` weighs the steps left by their pixels."""
     fraction = p.fraction
-    eta = p.elapsed_s / fraction * (1 - fraction) if fraction > 0 else None
+    left = eta.left_s(eta.done(0, p), p.elapsed_s)
     return {"fraction": round(fraction, 4), "octave": p.octave, "octaves": p.octaves, "step": p.step,
-            "steps": p.steps, "loss": round(p.loss, 4), "eta_s": None if eta is None else round(eta, 2)}
+            "steps": p.steps, "loss": round(p.loss, 4), "eta_s": None if left is None else round(left, 2)}
 
 
 def load_guide(ctx: Context) -> np.ndarray | None:
@@ -57,13 +60,16 @@ def run(ctx: Context) -> dict:
         raise JobFailed("input_unreadable", "the uploaded image could not be read back", exc) from None
     guide = load_guide(ctx)
 
+    eta = Eta(*image.shape[:2], ctx.params)
     started = time.monotonic()
     result = ctx.engine.dream(
         image, ctx.params, guide=guide,
         # The last step of an octave is always written: a client sees every octave end.
-        on_progress=lambda p: ctx.progress(progress_fields(p), final=p.step == p.steps - 1),
+        on_progress=lambda p: ctx.progress(progress_fields(p, eta), final=p.step == p.steps - 1),
         on_preview=lambda octave, rgb: ctx.preview(rgb),
         should_cancel=ctx.should_stop)
     dream_s = time.monotonic() - started
-    url = ctx.files.put("result", encode_png(result))
+    # The PNG says how it was dreamed (shared/provenance.py): `dreamq submit --params-from` reads it.
+    info = png_info(KIND.name, ctx.params, ctx.weights)
+    url = ctx.files.put("result", encode_png(result, info))
     return {"result_url": url, "dream_s": round(dream_s, 4)}

@@ -11,9 +11,11 @@ import time
 import numpy as np
 
 from shared.images import ImageError, decode_image, encode_png
-from shared.kinds.zoom import ZoomParams, check_work, result_format
+from shared.kinds.zoom import KIND, ZoomParams, check_work, result_format
 from shared.params import ParamsError
+from shared.provenance import png_info
 
+from ..eta import Eta
 from ..video import encode
 from .context import Context, Files, JobFailed
 
@@ -22,7 +24,11 @@ log = logging.getLogger(__name__)
 
 def zoom_frame(rgb: np.ndarray, zoom: float, rotate: float) -> np.ndarray:
     """The next frame's start: the centre 1/zoom of ``rgb`` at full size, turned ``rotate``
-    degrees counter-clockwise about the centre.  Bilinear; outside the picture, the edge."""
+    degrees counter-clockwise about the centre; outside the picture, the edge.
+
+    Lanczos (bicubic when turning: Pillow's affine map stops there), not bilinear: each frame is
+    a zoom of the last, so a soft filter compounds, and by frame 30 a bilinear clip kept 0.25 of
+    its first frame's sharpness (bench/zoom_sharpness.py, docs/ZOOM_AND_GUIDES.md)."""
     from PIL import Image
 
     if zoom == 1 and rotate == 0:
@@ -32,13 +38,17 @@ def zoom_frame(rgb: np.ndarray, zoom: float, rotate: float) -> np.ndarray:
     c, s = math.cos(theta) / zoom, math.sin(theta) / zoom
     # Output pixel (x, y) samples the input at centre + [[c, -s], [s, c]] (x, y) - centre (y down:
     # counter-clockwise on screen).  A turned corner may sample outside the picture: pad with the
-    # edge pixels far enough for it (and its bilinear neighbour), so outside is the edge.
-    mx = max(0, math.ceil(abs(c) * w / 2 + abs(s) * h / 2 - w / 2)) + 2
-    my = max(0, math.ceil(abs(s) * w / 2 + abs(c) * h / 2 - h / 2)) + 2
+    # edge pixels far enough for it (and the 3 neighbours either side Lanczos reads), so outside is the edge.
+    mx = max(0, math.ceil(abs(c) * w / 2 + abs(s) * h / 2 - w / 2)) + 4
+    my = max(0, math.ceil(abs(s) * w / 2 + abs(c) * h / 2 - h / 2)) + 4
     padded = Image.fromarray(np.pad(rgb, ((my, my), (mx, mx), (0, 0)), mode="edge"), "RGB")
+    if rotate == 0:  # a crop and a resize: resize takes any filter
+        box = (mx + w / 2 - w / (2 * zoom), my + h / 2 - h / (2 * zoom),
+               mx + w / 2 + w / (2 * zoom), my + h / 2 + h / (2 * zoom))
+        return np.asarray(padded.resize((w, h), Image.Resampling.LANCZOS, box=box))
     # Pillow's affine map takes output coordinates to input ones, pixel centres at +0.5.
     matrix = (c, -s, mx + w / 2 - c * w / 2 + s * h / 2, s, c, my + h / 2 - s * w / 2 - c * h / 2)
-    return np.asarray(padded.transform((w, h), Image.Transform.AFFINE, matrix, resample=Image.Resampling.BILINEAR))
+    return np.asarray(padded.transform((w, h), Image.Transform.AFFINE, matrix, resample=Image.Resampling.BICUBIC))
 
 
 def _stop() -> None:
@@ -101,6 +111,7 @@ def run(ctx: Context) -> dict:
     base = {"frames": total, "octaves": params.octaves, "steps": params.iterations}
     ctx.progress({**base, "fraction": round(done / total, 4), "frame": done, "frames_done": done, "octave": None,
                   "step": None, "loss": None, "eta_s": None}, final=True)
+    eta = Eta(h, w, params, units=total)  # every frame dreams the same pyramid
     started = time.monotonic()
     dream_s = store_s = 0.0
 
@@ -112,25 +123,24 @@ def run(ctx: Context) -> dict:
 
         def on_progress(p, k=k):
             work = k + p.fraction  # frames' worth done, all attempts
-            this_attempt = work - resumed
-            elapsed = time.monotonic() - started
-            eta = elapsed / this_attempt * (total - work) if this_attempt > 0 else None
+            # Timed from this attempt's first step: frames stored by an earlier one cost it nothing.
+            left = eta.left_s(eta.done(k, p), time.monotonic() - started)
             ctx.progress({**base, "fraction": round(work / total, 4), "frame": k, "frames_done": k,
                           "octave": p.octave, "octaves": p.octaves, "step": p.step, "steps": p.steps,
-                          "loss": round(p.loss, 4), "eta_s": None if eta is None else round(eta, 2)})
+                          "loss": round(p.loss, 4), "eta_s": None if left is None else round(left, 2)})
 
         t0 = time.monotonic()
         current = ctx.engine.dream(source, frame_params, on_progress=on_progress,
                                    should_cancel=ctx.should_stop, **extra)
         t1 = time.monotonic()
         dream_s += t1 - t0
-        ctx.files.put("frame", encode_png(current), n=k)  # stored first, then counted
+        info = png_info(KIND.name, params, ctx.weights)  # shared/provenance.py
+        ctx.files.put("frame", encode_png(current, info), n=k)  # stored first, then counted
         ctx.record(metrics={"frames_done": k + 1, "frames": total, "frames_resumed": resumed})
-        elapsed = time.monotonic() - started
-        left = total - k - 1
+        left = eta.left_s(eta.done(k + 1), time.monotonic() - started)
         ctx.progress({**base, "fraction": round((k + 1) / total, 4), "frame": k, "frames_done": k + 1,
                       "octave": None, "step": None, "loss": None,
-                      "eta_s": round(elapsed / (k + 1 - resumed) * left, 2)}, final=True)
+                      "eta_s": None if left is None else round(left, 2)}, final=True)
         ctx.preview(current)
         store_s += time.monotonic() - t1
 

@@ -1,0 +1,63 @@
+"""Can a live worker run the model asked for?  Checked at submit, so that a job no worker can run
+is a 422 naming `model` now, not a failed job later.
+
+Workers say which models they hold in their heartbeats (worker/worker.py ``heartbeat_record``):
+``"ready"``, or ``"unavailable: <why>"``; a worker still loading lists only what it has loaded or
+given up on.  With no live worker at all (workers scaled to zero) the job is accepted: a worker
+that starts later may hold the model, and the job says that none is live now.
+"""
+from __future__ import annotations
+
+import json
+
+from shared import keys
+
+from .errors import ApiError
+
+# Every live heartbeat in one round trip (shared/workers.live_workers takes two: the set, then the
+# records); an id whose record expired is a dead worker, skipped.
+_HEARTBEATS = """
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local beat = redis.call('GET', ARGV[1] .. id)
+  if beat then out[#out + 1] = beat end
+end
+return out
+"""
+
+NO_LIVE_WORKER = "no worker is running now: the job waits in the queue until one starts"
+
+
+def heartbeats(client) -> list[dict]:
+    beats = []
+    for raw in client.register_script(_HEARTBEATS)(keys=[keys.WORKERS], args=[keys.worker("")]):
+        try:
+            beat = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(beat, dict):
+            beats.append(beat)
+    return beats
+
+
+def could_run(beat: dict, model: str) -> bool:
+    """Whether this worker runs ``model`` now, or may once it has loaded its models."""
+    state = (beat.get("models") or {}).get(model)
+    if state is None:
+        return not beat.get("ready")  # ready without it: it does not load that model at all
+    return not str(state).startswith("unavailable")
+
+
+def check_model(client, model: str) -> list[str]:
+    """The warnings the job carries (none is live); ApiError 422 naming `model` when every live
+    worker reports it unavailable."""
+    beats = heartbeats(client)
+    if not beats:
+        return [NO_LIVE_WORKER]
+    if any(could_run(b, model) for b in beats):
+        return []
+    available = sorted({name for b in beats if b.get("ready")
+                        for name, state in (b.get("models") or {}).items() if state == "ready"})
+    choice = f"available now: {', '.join(available)}" if available else "no model is available now"
+    why = f"{model} is not available on any running worker ({choice})"
+    raise ApiError(422, "invalid_params", f"invalid request: model: {why}", {"model": why})  # as ParamsError words it
