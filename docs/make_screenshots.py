@@ -2,8 +2,8 @@
 
     .venv/bin/python docs/make_screenshots.py http://127.0.0.1:8000 [--token TOKEN]
 
-writes docs/images/form.png (the form, a photo chosen), job_running.png (a job's page while it
-dreams) and job_finished.png (the same page once done).  The job is the bundled photo on the
+writes docs/images/form.jpg (the form, a photo chosen), job_running.jpg (a job's page while it
+dreams) and job_finished.jpg (the same page once done).  The job is the bundled photo on the
 offline vgg16_hed model, sent through the API with cache=false (a cached answer would have no
 running page): a fraction of a minute on a CPU.  Needs selenium, Debian's chromium and
 chromium-driver (as tests/system/test_browser.py); the server needs a worker holding vgg16_hed.
@@ -68,7 +68,11 @@ def shoot(page, path: Path) -> None:
     height, frame = page.execute_script("return [document.documentElement.scrollHeight, "
                                         "window.outerHeight - window.innerHeight]")
     page.set_window_size(WINDOW[0], max(WINDOW[1], height + frame))
-    page.save_screenshot(str(path))
+    # JPEG: the pages are mostly photos, a PNG of them is 4-5 times the size.
+    from PIL import Image
+    import io
+
+    Image.open(io.BytesIO(page.get_screenshot_as_png())).convert("RGB").save(path, quality=85)
     page.set_window_size(*WINDOW)
     print("wrote", path)
 
@@ -96,7 +100,7 @@ def main() -> None:
             page.find_element(By.ID, "image").send_keys(str(PHOTO))
             wait("the photo's thumbnail", lambda: page.find_element(By.ID, "thumb").is_displayed(), 15)
             Select(page.find_element(By.ID, "model")).select_by_value("vgg16_hed")
-            shoot(page, out / "form.png")
+            shoot(page, out / "form.jpg")
 
             with PHOTO.open("rb") as f:
                 r = requests.post(f"{base}/api/v1/jobs", data=JOB, files={"image": (PHOTO.name, f)},
@@ -116,12 +120,12 @@ def main() -> None:
             wait("the page's preview", lambda: page.find_element(By.ID, "preview").is_displayed()
                  or page.find_element(By.ID, "result-box").is_displayed(), 30)
             time.sleep(1.5)  # a poll or two: the estimate shows
-            shoot(page, out / "job_running.png")
+            shoot(page, out / "job_running.jpg")
 
             wait("the job to finish", lambda: page.find_element(By.ID, "result-box").is_displayed())
             wait("the dream to load", lambda: page.execute_script(
                 "return document.getElementById('result').naturalWidth > 0"), 30)
-            shoot(page, out / "job_finished.png")
+            shoot(page, out / "job_finished.jpg")
         finally:
             page.quit()
 
