@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import time
 from pathlib import Path
 
@@ -43,27 +42,6 @@ def laplacian_variance(rgb: np.ndarray) -> float:
     return float(lap.var())
 
 
-def zoom_frame_resampled(rgb: np.ndarray, zoom: float, rotate: float, resample: str) -> np.ndarray:
-    """The worker's zoom_frame with another Pillow filter: bilinear was the worker's before issue 21
-    (Lanczos since), the others are candidates."""
-    if zoom == 1 and rotate == 0:
-        return rgb
-    h, w = rgb.shape[:2]
-    theta = math.radians(rotate)
-    c, s = math.cos(theta) / zoom, math.sin(theta) / zoom
-    # Lanczos reads 3 pixels either side: pad further than the worker's bilinear 2.
-    mx = max(0, math.ceil(abs(c) * w / 2 + abs(s) * h / 2 - w / 2)) + 4
-    my = max(0, math.ceil(abs(s) * w / 2 + abs(c) * h / 2 - h / 2)) + 4
-    padded = Image.fromarray(np.pad(rgb, ((my, my), (mx, mx), (0, 0)), mode="edge"), "RGB")
-    if rotate == 0:
-        # A crop and a resize: Pillow's resize takes any filter (transform only up to bicubic).
-        box = (mx + w / 2 - w / (2 * zoom), my + h / 2 - h / (2 * zoom),
-               mx + w / 2 + w / (2 * zoom), my + h / 2 + h / (2 * zoom))
-        return np.asarray(padded.resize((w, h), getattr(Image.Resampling, resample.upper()), box=box))
-    matrix = (c, -s, mx + w / 2 - c * w / 2 + s * h / 2, s, c, my + h / 2 - s * w / 2 - c * h / 2)
-    return np.asarray(padded.transform((w, h), Image.Transform.AFFINE, matrix, resample=Image.Resampling.BICUBIC))
-
-
 def run_zoom(dreamer, image: np.ndarray, params, frames: int, resample: str) -> list[np.ndarray]:
     from worker.kinds.zoom import zoom_frame
 
@@ -71,7 +49,7 @@ def run_zoom(dreamer, image: np.ndarray, params, frames: int, resample: str) -> 
     for k in range(frames):
         if k:
             frame = (zoom_frame(frame, params.zoom, params.rotate) if resample == "worker"
-                     else zoom_frame_resampled(frame, params.zoom, params.rotate, resample))
+                     else zoom_frame(frame, params.zoom, params.rotate, resample))
         frame = dreamer.dream(frame, params.model_copy(update={"seed": params.seed + k}))
         out.append(frame)
     return out

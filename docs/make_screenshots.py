@@ -53,14 +53,14 @@ def log_in(page, base: str, token: str) -> None:
     page.find_element(By.CSS_SELECTOR, "form button[type=submit], form input[type=submit]").click()
 
 
-def wait(what: str, condition, timeout: float = 600, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    sys.exit(f"gave up waiting for {what}")
+def wait(what: str, condition, timeout: float = 600):
+    sys.path.insert(0, str(ROOT))  # bench/ is not installed: it is the checkout's
+    from bench.cluster import wait_for
+
+    try:
+        return wait_for(condition, timeout, what, every=0.2)
+    except TimeoutError:
+        sys.exit(f"gave up waiting for {what}")
 
 
 def shoot(page, path: Path) -> None:
@@ -69,8 +69,9 @@ def shoot(page, path: Path) -> None:
                                         "window.outerHeight - window.innerHeight]")
     page.set_window_size(WINDOW[0], max(WINDOW[1], height + frame))
     # JPEG: the pages are mostly photos, a PNG of them is 4-5 times the size.
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     Image.open(io.BytesIO(page.get_screenshot_as_png())).convert("RGB").save(path, quality=85)
     page.set_window_size(*WINDOW)

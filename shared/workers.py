@@ -15,15 +15,23 @@ from .keys import WORKERS
 worker_key = keys.worker  # the name the heartbeat code and tests use
 
 
+# Every live heartbeat in one round trip (the web reads them at each submit): [id, beat, ...];
+# an id whose record expired is a dead worker, skipped.
+_HEARTBEATS = """
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local beat = redis.call('GET', ARGV[1] .. id)
+  if beat then out[#out + 1] = id; out[#out + 1] = beat end
+end
+return out
+"""
+
+
 def live_workers(client) -> list[dict]:
     """Heartbeats of the workers whose key has not expired, sorted by id."""
-    ids = sorted(raw.decode() for raw in client.smembers(WORKERS))
-    if not ids:
-        return []
+    flat = client.register_script(_HEARTBEATS)(keys=[WORKERS], args=[worker_key("")])
     workers = []
-    for raw in client.mget([worker_key(i) for i in ids]):
-        if raw is None:
-            continue
+    for worker_id, raw in sorted(zip(flat[::2], flat[1::2])):
         try:
             beat = json.loads(raw)
         except ValueError:

@@ -8,36 +8,11 @@ that starts later may hold the model, and the job says that none is live now.
 """
 from __future__ import annotations
 
-import json
-
-from shared import keys
+from shared.workers import live_workers
 
 from .errors import ApiError
 
-# Every live heartbeat in one round trip (shared/workers.live_workers takes two: the set, then the
-# records); an id whose record expired is a dead worker, skipped.
-_HEARTBEATS = """
-local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local beat = redis.call('GET', ARGV[1] .. id)
-  if beat then out[#out + 1] = beat end
-end
-return out
-"""
-
 NO_LIVE_WORKER = "no worker is running now: the job waits in the queue until one starts"
-
-
-def heartbeats(client) -> list[dict]:
-    beats = []
-    for raw in client.register_script(_HEARTBEATS)(keys=[keys.WORKERS], args=[keys.worker("")]):
-        try:
-            beat = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(beat, dict):
-            beats.append(beat)
-    return beats
 
 
 def could_run(beat: dict, model: str) -> bool:
@@ -51,7 +26,7 @@ def could_run(beat: dict, model: str) -> bool:
 def check_model(client, model: str) -> list[str]:
     """The warnings the job carries (none is live); ApiError 422 naming `model` when every live
     worker reports it unavailable."""
-    beats = heartbeats(client)
+    beats = live_workers(client)
     if not beats:
         return [NO_LIVE_WORKER]
     if any(could_run(b, model) for b in beats):

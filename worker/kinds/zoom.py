@@ -22,13 +22,14 @@ from .context import Context, Files, JobFailed
 log = logging.getLogger(__name__)
 
 
-def zoom_frame(rgb: np.ndarray, zoom: float, rotate: float) -> np.ndarray:
+def zoom_frame(rgb: np.ndarray, zoom: float, rotate: float, resample: str = "lanczos") -> np.ndarray:
     """The next frame's start: the centre 1/zoom of ``rgb`` at full size, turned ``rotate``
     degrees counter-clockwise about the centre; outside the picture, the edge.
 
     Lanczos (bicubic when turning: Pillow's affine map stops there), not bilinear: each frame is
     a zoom of the last, so a soft filter compounds, and by frame 30 a bilinear clip kept 0.25 of
-    its first frame's sharpness (bench/zoom_sharpness.py, docs/ZOOM_AND_GUIDES.md)."""
+    its first frame's sharpness (bench/zoom_sharpness.py, docs/ZOOM_AND_GUIDES.md).  ``resample``:
+    another Pillow filter, for that bench's comparisons."""
     from PIL import Image
 
     if zoom == 1 and rotate == 0:
@@ -45,10 +46,11 @@ def zoom_frame(rgb: np.ndarray, zoom: float, rotate: float) -> np.ndarray:
     if rotate == 0:  # a crop and a resize: resize takes any filter
         box = (mx + w / 2 - w / (2 * zoom), my + h / 2 - h / (2 * zoom),
                mx + w / 2 + w / (2 * zoom), my + h / 2 + h / (2 * zoom))
-        return np.asarray(padded.resize((w, h), Image.Resampling.LANCZOS, box=box))
+        return np.asarray(padded.resize((w, h), Image.Resampling[resample.upper()], box=box))
     # Pillow's affine map takes output coordinates to input ones, pixel centres at +0.5.
     matrix = (c, -s, mx + w / 2 - c * w / 2 + s * h / 2, s, c, my + h / 2 - s * w / 2 - c * h / 2)
-    return np.asarray(padded.transform((w, h), Image.Transform.AFFINE, matrix, resample=Image.Resampling.BICUBIC))
+    turning = Image.Resampling.BILINEAR if resample == "bilinear" else Image.Resampling.BICUBIC
+    return np.asarray(padded.transform((w, h), Image.Transform.AFFINE, matrix, resample=turning))
 
 
 def _stop() -> None:
