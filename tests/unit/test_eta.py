@@ -21,22 +21,37 @@ FROM = 0.2
 
 
 @pytest.fixture(scope="module")
-def readings(photo):
-    image = np.asarray(Image.fromarray(photo).resize((224, 224), Image.LANCZOS))
-    params = parse_params({"model": "vgg16_hed", "layers": "block3_conv3=1", "octaves": 3, "iterations": 8})
-    eta, steps = Eta(224, 224, params), []
-    start = time.process_time()
+def vgg():
+    return Dreamer(load_model("vgg16_hed"))
 
-    def seen(p):
-        now = time.process_time() - start
-        steps.append((eta.done(0, p), p.fraction, now, eta.left_s(eta.done(0, p), now)))
 
-    Dreamer(load_model("vgg16_hed")).dream(image, params, on_progress=seen)
+def timed(dreamer, image, params, frames: int = 1) -> list[tuple[float, float, float]]:
+    """Dream ``frames`` frames as the worker's handlers do (a zoom: each frame from the last one
+    zoomed) and read the estimate at every step: (work done, the estimate / the truth, what
+    counting steps alone would have estimated / the truth)."""
+    from worker.kinds.zoom import zoom_frame
+
+    eta, steps = Eta(*image.shape[:2], params, units=frames), []
+    start, frame = time.process_time(), image
+    for k in range(frames):
+        def seen(p, k=k):
+            now = time.process_time() - start
+            steps.append((eta.done(k, p), (k + p.fraction) / frames, now, eta.left_s(eta.done(k, p), now)))
+
+        frame = dreamer.dream(zoom_frame(frame, 1.1, 0.0) if k else frame, params, on_progress=seen)
     end = time.process_time() - start
-    total = eta.done(1)
-    # (work done, the estimate / the truth, what counting steps alone would have estimated / the truth)
+    total = eta.done(frames)
     return [(work / total, left / (end - t), t / fraction * (1 - fraction) / (end - t))
             for work, fraction, t, left in steps if left is not None and t < end]
+
+
+@pytest.fixture(scope="module", params=["image", "zoom"])
+def readings(request, vgg, photo):
+    side, octaves, iterations, frames = (224, 3, 8, 1) if request.param == "image" else (128, 2, 4, 3)
+    image = np.asarray(Image.fromarray(photo).resize((side, side), Image.LANCZOS))
+    params = parse_params({"model": "vgg16_hed", "layers": "block3_conv3=1", "octaves": octaves,
+                           "iterations": iterations})
+    return timed(vgg, image, params, frames)
 
 
 def check(readings, column: int) -> tuple[float, float]:
@@ -51,7 +66,10 @@ def test_the_estimate_weighs_the_steps_left_by_their_pixels(readings):
     assert abs(median - 1) <= TOLERANCE, f"the estimates were {median:.2f}x (median): {readings}"
 
 
-def test_counting_steps_alone_would_not_do(readings):
-    """The test above can fail: with every step the same cost, the first estimate is far too short."""
-    first, _ = check(readings, 1)
-    assert first < 1 - TOLERANCE, first
+def test_counting_steps_alone_would_not_do(request, readings):
+    """The test above can fail: with every step the same cost, an image's estimates are far too
+    short (a zoom's frames are alike, so there the pyramid within a frame matters less)."""
+    if request.node.callspec.params["readings"] != "image":
+        pytest.skip("the image pyramid is what a step count gets wrong")
+    first, median = check(readings, 1)
+    assert first < 1 - TOLERANCE or median < 1 - TOLERANCE, (first, median)
