@@ -511,10 +511,12 @@ class Jobs:
     def queued_ids(self) -> list[str]:
         return [i.decode() for i in self.r.zrange(keys.QUEUED_JOBS, 0, -1)]
 
-    def expired(self, now: float | None = None) -> list[str]:
-        """Ids past their TTL (to delete their files): the record itself expires in Redis."""
+    def expired(self, now: float | None = None, limit: int = 1000) -> list[str]:
+        """Ids past their TTL (to delete their files), the oldest ``limit`` of them: a sweep's pass
+        costs one batch however many expired at once (``forget`` takes them out; the next pass
+        goes on).  The record itself expires in Redis."""
         cutoff = (now or time.time()) - self.ttl_s
-        return [i.decode() for i in self.r.zrangebyscore(keys.JOBS, "-inf", cutoff)]
+        return [i.decode() for i in self.r.zrangebyscore(keys.JOBS, "-inf", cutoff, start=0, num=limit)]
 
     # Store folders shared by result-cache hits (shared/cache.py): keys.SHARED_FILES scores each folder
     # with the latest expiry (created_at + TTL, the sweep's clock) of the hits that read it.

@@ -23,6 +23,7 @@ STATS = f"{PREFIX}:stats"
 SUBMITTED = f"{STATS}:submitted"  # hash model -> count
 FINISHED_COUNT = f"{STATS}:finished"  # hash "status|model" -> count
 PENDING = f"{STATS}:pending"  # ids submitted and not yet counted as finished
+FOLD_CURSOR = f"{STATS}:fold_cursor"  # where the scrape's walk over PENDING goes on from (SSCAN cursor)
 HIST = {"queue": f"{STATS}:hist:queue", "run": f"{STATS}:hist:run"}
 
 # Flask-Limiter's counters (web/limits.py).

@@ -4,7 +4,10 @@ Counters live in Redis (not in a process) so that every web process and restarts
 report the same totals.  A submission is counted when it is queued; a job is
 counted as finished by whichever process finished it (``job_finished``), and any
 job that such a process left uncounted (it died just after the transition) is
-folded at the next scrape.  Each job is claimed with SREM, so it counts once.
+folded by a later scrape.  Each job is claimed with SREM, so it counts once.  A scrape
+folds one batch of the pending set, walking it with SSCAN from where the last scrape
+stopped: its cost stays flat however many jobs are queued, and every id is seen within
+(pending / batch) scrapes.
 No job ids in labels; the only job-derived label is ``model``, from the catalog.
 """
 from __future__ import annotations
@@ -49,10 +52,16 @@ def _model_of(params: bytes | None) -> str:
     return model if model in MODELS else UNKNOWN_MODEL  # a bounded label set, whatever a record holds
 
 
-def fold_finished(client: redis.Redis, ids: list[str] | None = None) -> None:
-    """Count the finished jobs among ``ids`` (default: every job not yet counted)."""
+FOLD_BATCH = 200  # pending ids looked at per scrape
+
+
+def fold_finished(client: redis.Redis, ids: list[str] | None = None, batch: int = FOLD_BATCH) -> None:
+    """Count the finished jobs among ``ids`` (default: the next batch of the jobs not yet counted)."""
     if ids is None:
-        ids = [raw.decode() for raw in client.smembers(PENDING)]
+        cursor = int(client.get(keys.FOLD_CURSOR) or 0)
+        cursor, raw = client.sscan(PENDING, cursor, count=batch)
+        client.set(keys.FOLD_CURSOR, cursor)
+        ids = [r.decode() for r in raw]
     with client.pipeline() as p:
         for job_id in ids:
             p.hmget(keys.job(job_id), "status", "metrics", "params")

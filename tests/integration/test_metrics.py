@@ -259,3 +259,46 @@ def test_the_autoscaling_examples_parse_and_query_metrics_that_exist(app, client
         named = set(re.findall(r"\bdreamq_\w+", query))
         assert named and named <= exported, (query, named - exported)
     assert {"dreamq_queue_depth", "dreamq_workers_busy"} <= set(re.findall(r"\bdreamq_\w+", queries[0]))
+
+
+def test_a_scrape_costs_the_same_with_thousands_of_jobs_pending_and_still_counts_each(app, client, clean_redis):
+    """The scrape folds one batch of the not-yet-counted set (SSCAN, from where the last one stopped),
+    never the whole set: its Redis commands do not grow with the queue, and a job whose finish no
+    process counted (it died right after) is counted within pending / batch scrapes."""
+    from shared.stats import FOLD_BATCH, PENDING
+
+    jobs = Jobs(clean_redis)
+
+    def commands() -> int:
+        return int(clean_redis.info("stats")["total_commands_processed"])
+
+    def scrape_cost() -> int:
+        before = commands()
+        scrape(client)
+        return commands() - before - 1  # less the INFO that read the count
+
+    def pend(n: int, finished: int = 0) -> list[str]:
+        # Queued records as the lifecycle writes them, each one counted as submitted.
+        made = []
+        with clean_redis.pipeline(transaction=False) as p:
+            for i in range(n):
+                job = jobs.new({"model": HED})
+                if i < finished:  # finished, by a process that died before it counted it
+                    job.status, job.finished_at = "succeeded", job.created_at
+                    made.append(job.id)
+                p.hset(keys.job(job.id), mapping=job.to_redis(sparse=True))
+                p.sadd(PENDING, job.id)
+            p.execute()
+        return made  # the finished ones
+
+    pend(1000)
+    small = max(scrape_cost() for _ in range(3))
+    done = pend(5000, finished=5)
+    large = max(scrape_cost() for _ in range(3))
+    # Flat: 6x the pending jobs, the same batch (SSCAN's count is a hint: a few more may come).
+    assert large <= 1.5 * small and large < 3 * FOLD_BATCH, (small, large)
+    counted = lambda: sum(v for labels, v in scrape(client).get("dreamq_jobs_finished_total", {}).items())  # noqa: E731
+    for _ in range(6000 // FOLD_BATCH + 2):
+        if counted() >= len(done):
+            break
+    assert counted() == len(done) and not any(clean_redis.sismember(PENDING, i) for i in done)

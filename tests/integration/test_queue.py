@@ -232,6 +232,21 @@ def test_expired_jobs_lose_their_files(clean_redis, redis_url, tmp_path, tiny_ph
     assert clean_redis.ttl(f"dreamq:job:{fresh.id}") > 0  # the record itself expires in Redis too
 
 
+def test_the_expiry_sweep_takes_one_batch_per_pass(clean_redis):
+    """A pass of the sweep reads a bounded batch of expired ids, oldest first, not every one
+    (issue 22: each pass costs O(batch)); forgetting them lets the next pass go on."""
+    from shared.jobs import Jobs
+
+    state = Jobs(clean_redis, ttl_s=60)
+    now = time.time()
+    clean_redis.zadd("dreamq:jobs", {f"id-{i}": now - 120 - i for i in range(2500)})
+    first = state.expired(now, limit=1000)
+    assert len(first) == 1000 and first[0] == "id-2499"  # the oldest first
+    for job_id in first:
+        state.forget(job_id)
+    assert len(state.expired(now, limit=1000)) == 1000 and len(state.expired(now, limit=5000)) == 1500
+
+
 def test_progress_is_written_once_per_interval_not_every_step(service, tiny_photo):
     # A 1 s interval: the job below must then finish within its 120 s wait for the
     # bound to be below one write per step, whatever the CPU's speed (at the
