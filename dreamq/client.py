@@ -17,7 +17,7 @@ import requests
 from shared import provenance
 from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import MODELS
-from shared.params import DreamParams
+from shared.params import DreamParams, form_value
 
 COMMANDS: list[click.Command] = []
 
@@ -220,13 +220,6 @@ def wait_for(api: Api, job_id: str, output: Path | None, image: Path | None = No
 MODEL_SPECIFIC = ("preset", "layers", "step", "max_loss", "guide_layer")
 
 
-def form_value(value) -> str:
-    """A parameter as the form spells it: layers as name=weight pairs, no limit as `none`."""
-    if isinstance(value, dict):
-        return ",".join(f"{name}={weight}" for name, weight in value.items())
-    return "none" if value is None else str(value)
-
-
 def params_from(picture: Path, kind: str | None, options: dict, guide: bool) -> tuple[str, dict[str, str]]:
     """The kind and the form fields of the parameters a picture dreamq made carries (shared/provenance.py).
 
@@ -243,7 +236,7 @@ def params_from(picture: Path, kind: str | None, options: dict, guide: bool) -> 
         params = {k: v for k, v in params.items() if k not in MODEL_SPECIFIC}
     if not guide:
         params.pop("guide_layer", None)
-    return kind, {k: form_value(v) for k, v in params.items() if v is not None or k == "max_loss"}
+    return kind, {k: form_value(k, v) for k, v in params.items() if v is not None or k == "max_loss"}
 
 
 def cache_note(job: dict) -> str | None:

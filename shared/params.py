@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .models import DEFAULT_MODEL, MODELS
 
-__all__ = ["DreamParams", "ParamsError", "echo", "parse_params", "parse_layers", "validate"]
+__all__ = ["DreamParams", "ParamsError", "echo", "form_value", "parse_params", "parse_layers", "validate"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -35,6 +35,19 @@ def echo(value: Any, limit: int = 40) -> str:
     more than the request that caused it."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def form_value(name: str, value) -> str:
+    """A parameter as the form spells it: layers as ``name=weight,...``, no max_loss as ``none``,
+    a float as short as it reads back exactly."""
+    if value is None:
+        return "none" if name == "max_loss" else ""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={form_value(k, v)}" for k, v in value.items())
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def parse_layers(value: Any) -> dict[str, float]:

@@ -25,7 +25,7 @@ from shared.images import ImageError
 from shared.job import Job, frames_done, has_frames
 from shared.kinds import DEFAULT_KIND, KINDS
 from shared.models import DEFAULT_MODEL, MODELS
-from shared.params import DreamParams
+from shared.params import DreamParams, form_value
 from shared.store import StoreError
 from shared.workers import live_workers, model_status
 
@@ -124,19 +124,6 @@ def kinds_catalog() -> dict:
                      "defaults": {name: f.default for name, f in k.params.model_fields.items()
                                   if name in base and f.default is not None and f.default != base[name].default}}
             for k in KINDS.values()}
-
-
-def form_value(name: str, value) -> str:
-    """A parameter as the form spells it: layers as ``name=weight,...``, no max_loss as ``none``,
-    a float as short as it reads back exactly."""
-    if value is None:
-        return "none" if name == "max_loss" else ""
-    if isinstance(value, dict):
-        return ",".join(f"{k}={form_value(k, v)}" for k, v in value.items())
-    if isinstance(value, float):
-        short = f"{value:g}"
-        return short if float(short) == value else repr(value)
-    return str(value)
 
 
 def again_values(job: Job) -> dict[str, str]:

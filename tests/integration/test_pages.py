@@ -365,7 +365,7 @@ def test_png_settings_reader_of_the_form_script(tmp_path):
         assert found[name] is not None and found[name][0] == want, name
     assert all(found[name] is None for name in ("other_keyword", "plain", "not_png", "cut"))
     assert found["provenance"][0]["layers"] == {"block2_conv2": 0.75}
-    from web.pages import form_value
+    from shared.params import form_value
 
     dream_again = {k: form_value(k, v) for k, v in want.items() if v is not None or k == "max_loss"}
     assert {k: v for k, v in found["provenance"][1].items() if v != ""} == {**dream_again, "kind": "image"}
