@@ -213,11 +213,11 @@ class Progress(_Open):
     steps: int | None = None
     loss: Number | None = None
     eta_s: Number | None = None
-    frame: int | None = Field(None, description="A kind with frames (a video): the frame being dreamed (or the last one finished), "
-                                                "from 0.")
+    frame: int | None = Field(None, description="A kind with frames (a video): the frame being dreamed "
+                                                "(or the last one finished), from 0.")
     frames: int | None = Field(None, description="A kind with frames: frames of the video.")
-    frames_done: int | None = Field(None, description="A kind with frames: frames finished (0 to frames_done - 1, each at "
-                                                      "`/frames/{n}`; `links.frame` is the latest).")
+    frames_done: int | None = Field(None, description="A kind with frames: frames finished (0 to frames_done - 1, "
+                                                      "each at `/frames/{n}`; `links.frame` is the latest).")
 
 
 class JobError(_Open):
@@ -269,8 +269,8 @@ class JobLinks(_View):
     preview: str | None = None
     cancel: str = None
     events: str = None
-    frame: str | None = Field(None, description="Only a kind with frames: the latest finished frame (`/frames/{n}`), null "
-                                                "until one is.")
+    frame: str | None = Field(None, description="Only a kind with frames: the latest finished frame "
+                                                "(`/frames/{n}`), null until one is.")
 
 
 # The job as the API shows it: ``job_json`` fills every field (``links.frame`` only for kinds with

@@ -62,8 +62,8 @@ class ZoomParams(DreamParams):
     zoom: float = Field(ZOOM_DEFAULTS["zoom"], ge=1.0, le=MAX_ZOOM,  # 1: no zoom
                         title="Zoom per frame (1.05: 5% closer each frame)",
                         description="Scale factor from one frame to the next (1.05: 5% closer each frame).")
-    rotate: float = Field(ZOOM_DEFAULTS["rotate"], ge=-MAX_ROTATE, le=MAX_ROTATE, title="Rotation per frame, in degrees",
-                          description="Degrees the picture turns from one frame to the next.")
+    rotate: float = Field(ZOOM_DEFAULTS["rotate"], ge=-MAX_ROTATE, le=MAX_ROTATE,
+                          title="Rotation per frame, in degrees", description="Degrees the picture turns from one frame to the next.")
     fps: int = Field(ZOOM_DEFAULTS["fps"], ge=1, le=MAX_FPS, title="Frames per second",
                      description="Frames per second of the video.")
     format: Literal["mp4", "webm", "gif", "webp"] = Field(
