@@ -145,12 +145,14 @@ class Service:
     def read_logs(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.logs.glob("*.log")))
 
-    def submit(self, image: np.ndarray, before_enqueue=None, **params):
+    def submit(self, image: np.ndarray, before_enqueue=None, owner: str | None = None,
+               priority: str = "interactive", **params):
         """Submit through the jobs module, as the web does; ``before_enqueue(job_id)`` runs
         between writing the record and sending the message."""
         from shared.images import encode_png
 
-        return self.state.submit(params, encode_png(image), before_enqueue=before_enqueue).id
+        return self.state.submit(params, encode_png(image), before_enqueue=before_enqueue, owner=owner,
+                                 priority=priority).id
 
     def wait(self, job_id: str, statuses=("succeeded", "failed", "canceled"), timeout: float = 120, seen=None):
         deadline = time.monotonic() + timeout

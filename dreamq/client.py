@@ -263,11 +263,13 @@ def cache_note(job: dict) -> str | None:
               help="Dream with the parameters (and kind) of a PNG dreamq made; the options given override them.")
 @click.option("--no-cache", is_flag=True,
               help="Dream again even when an identical job's result is in the server's cache.")
+@click.option("--priority", type=click.Choice(["interactive", "batch"]), default=None,
+              help="Which of your own queued jobs runs first: interactive ones before batch ones [interactive].")
 @kind_options
 @param_options
 def submit(image: Path, server: str, token: str | None, wait: bool, output: Path | None, kind: str | None,
            guide: Path | None, webhook: str | None, webhook_events: str | None, picture: Path | None,
-           no_cache: bool, **params) -> None:
+           no_cache: bool, priority: str | None, **params) -> None:
     """Submit IMAGE to a dreamq server; prints the job id.
 
     A zoom video: dreamq submit photo.jpg --kind zoom --frames 48 --wait -o dream.mp4
@@ -283,6 +285,8 @@ def submit(image: Path, server: str, token: str | None, wait: bool, output: Path
         fields["kind"] = kind
     if no_cache:
         fields["cache"] = "false"
+    if priority is not None:
+        fields["priority"] = priority
     if webhook is not None:
         fields["webhook"] = webhook
     if webhook_events is not None:

@@ -49,6 +49,14 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = Status
 FINISHED = (SUCCEEDED, FAILED, CANCELED)
 
 
+class Priority(StrEnum):
+    """Which of an owner's queued jobs runs first: every ``interactive`` one before any ``batch``
+    one, each in submission order.  It orders an owner's own jobs, never one owner against another
+    (shared/jobs.py, "Fair share")."""
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
 def dumps(value: Any) -> str:
     """JSON as every client parses it: NaN and Infinity raise ValueError here, never reach a reader
     (Python's json writes them as bare words that JSON.parse refuses)."""
@@ -93,6 +101,14 @@ class Job(BaseModel):
     # A result-cache hit stores no files: this names the job whose store folder holds them
     # (always the one that ran, never another hit; shared/cache.py).  None: its own folder.
     files_from: str | None = None
+    priority: Priority = Priority.INTERACTIVE
+    # Whose share of the workers the job uses (shared/jobs.py, "Fair share"): kept only when it is not
+    # the owner, i.e. the client's address in open mode.  ``share_key`` is the one to use.
+    share: str | None = None
+
+    @property
+    def share_key(self) -> str:
+        return self.share or self.owner or ""
 
     @property
     def finished(self) -> bool:
@@ -293,7 +309,11 @@ class JobView(_View):
     metrics: JobMetrics = None
     webhook: WebhookState | None = Field(None, description="null without a `webhook`; else where its events go "
                                                            "and every attempt.")
-    queue_position: int | None = Field(None, description="1 = next; null unless queued.")
+    priority: Annotated[Priority, WithJsonSchema({"type": "string", "enum": [p.value for p in Priority]})] = Field(
+        None, description="`interactive` (the default) runs before the same owner's `batch` jobs.")
+    queue_position: int | None = Field(None, description="1 = next (an estimate under fair share: your own "
+                                                          "jobs ahead times the owners with jobs queued); "
+                                                          "null unless queued.")
     links: JobLinks = Field(description="result and preview are null until they exist.")
 
 
@@ -337,7 +357,8 @@ def _view(job: Job, queue_position: int | None = None, detail: bool = False) -> 
         worker=job.worker, error=_error(job, detail), warnings=job.warnings,
         # queue_s and run_s always (null until known); what else a kind measured, when it did.
         metrics={"queue_s": job.metrics.get("queue_s"), "run_s": job.metrics.get("run_s"), **job.metrics},
-        webhook=_webhook_state(job), queue_position=queue_position if job.status == QUEUED else None, links=links)
+        webhook=_webhook_state(job), priority=job.priority,
+        queue_position=queue_position if job.status == QUEUED else None, links=links)
 
 
 def job_json(job: Job, queue_position: int | None = None, detail: bool = False) -> dict:

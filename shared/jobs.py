@@ -16,6 +16,25 @@ every process, through one explicit call: shared/hooks.py install(settings).
     job_progress(jobs, job_id=str, progress=dict)
     job_output(jobs, job_id=str)             a new preview (or video frame) is stored
     job_finished(jobs, job_id=str, status=str)   succeeded, failed or canceled, however it ended
+
+Fair share
+----------
+Celery delivers, but does not choose: a message means "a job is ready", not "run this job".
+Every queued job also waits in its owner's own queue (``keys.fair_queue``: interactive before
+batch, then submission order), and each owner with jobs queued is in ``keys.FAIR_OWNERS`` with
+its virtual time: the jobs it has started, each counting 1/weight (``keys.FAIR_WEIGHTS``, set by
+an admin; 1 by default).  A worker that gets a message runs ``pick``: one Lua script that takes
+the owner with the least virtual time, starts that owner's next job, and adds 1/weight to the
+owner's time.  An owner that had nothing queued joins at the clock (the virtual time of the last
+pick): it is served next, but earns no credit for the time it was away.  So one owner's 500 queued
+jobs delay another owner's single job by one job-time, not 500, and an owner's own jobs still run
+in its own order.  The owner is the token's hash, or the client's address in open mode (``share``).
+
+The count stays right: every queued job sent one message, every pick uses one message and starts
+one job, and a job canceled while queued drops its own message when it is still in the list (when
+it is not, the message it "owned" ran another job, and the one left over finds nothing to pick).
+So the messages are never fewer than the queued jobs; one left over is acked as ``skipped``.  A
+job whose message is lost is found by the stranded re-dispatch (worker/worker.py), as before.
 """
 from __future__ import annotations
 
@@ -28,7 +47,7 @@ import redis
 from blinker import Namespace
 
 from . import keys
-from .job import CANCELED, FAILED, FINISHED, JSON_FIELDS, QUEUED, Job, dumps, is_job_id
+from .job import CANCELED, FAILED, FINISHED, JSON_FIELDS, QUEUED, Job, Priority, dumps, is_job_id
 from .kinds import DEFAULT_KIND, get_kind
 
 log = logging.getLogger(__name__)
@@ -49,16 +68,44 @@ class SubmitRefused(Exception):
         super().__init__(reason)
 
 
+# -- fair share (see the module's doc) -------------------------------------------
+# Lua shared by the scripts that move a job into or out of its owner's queue.  An owner's queue key is
+# made here from its name (``keys.fair_queue``), so these scripts assume one Redis (or a Sentinel
+# pair), not a Redis Cluster.
+_FAIR = """
+local function share_of(jkey)
+  local s = redis.call('HGET', jkey, 'share')
+  if not s or s == '' then s = redis.call('HGET', jkey, 'owner') end
+  return s or ''
+end
+local function order_of(jkey)
+  local t = tonumber(redis.call('HGET', jkey, 'created_at')) or 0
+  if redis.call('HGET', jkey, 'priority') == 'batch' then t = t + 1e10 end
+  return t
+end
+local function enter(owners, clock, qprefix, share, id, order)
+  redis.call('ZADD', qprefix .. share, order, id)
+  redis.call('ZADD', owners, 'NX', redis.call('GET', clock) or '0', share)
+end
+local function leave(owners, qprefix, share, id)
+  local q = qprefix .. share
+  redis.call('ZREM', q, id)
+  if redis.call('ZCARD', q) == 0 then redis.call('ZREM', owners, share) end
+end
+"""
+PRIORITY_OFFSET = 1e10  # a batch job's order: after every interactive one of its owner (_FAIR's order_of)
+
 # -- atomic transitions --------------------------------------------------------
 # KEYS[1] = job hash.  _START, _FINISH and _UPDATE_RUNNING return "ok" when they acted, else
 # the status they saw ("missing": no record).  _CANCEL returns "ok" when it canceled a queued
 # job, else the status it saw (a running job gets cancel_requested).  _REQUEUE returns
 # "queued" or "failed" (what it made of the job), else the status it saw.
 
-_START = """
+_START = _FAIR + """
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return 'missing' end
 if s ~= 'queued' or redis.call('HGET', KEYS[1], 'dispatch') ~= ARGV[1] then return s end
+leave(KEYS[4], ARGV[5], share_of(KEYS[1]), ARGV[4])
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'started_at', ARGV[3],
            'progress', '{}', 'cancel_requested', '')
@@ -83,13 +130,14 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 'ok'
 """
 
-_CANCEL = """
+_CANCEL = _FAIR + """
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return 'missing' end
 if s == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[1],
              'error', '{"code": "canceled", "message": "canceled before it started"}')
   redis.call('ZREM', KEYS[2], ARGV[2])
+  leave(KEYS[3], ARGV[3], share_of(KEYS[1]), ARGV[2])
   return 'ok'
 end
 if s == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
@@ -120,7 +168,7 @@ end
 return removed
 """
 
-_REQUEUE = """
+_REQUEUE = _FAIR + """
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then redis.call('ZREM', KEYS[3], ARGV[5]) return 'missing' end
 if s ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return s end
@@ -133,7 +181,52 @@ end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'dispatch', ARGV[2], 'worker', '', 'enqueued_at', ARGV[3],
            'progress', '{}')
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
+enter(KEYS[4], KEYS[5], ARGV[7], share_of(KEYS[1]), ARGV[5], order_of(KEYS[1]))
 return 'queued'
+"""
+
+# A worker got a message: start the next job of the owner with the least virtual time (see the
+# module's doc).  KEYS: FAIR_OWNERS, FAIR_CLOCK, FAIR_WEIGHTS, QUEUED, RUNNING, then the message's
+# own job hash.  ARGV: worker, now, owner-queue prefix, job-key prefix, the message's job id and
+# dispatch token.  Returns the started job's id, or false.  An entry whose job is no longer queued
+# (expired, or left behind) is dropped on the way.  When no owner has a job queued, the message's
+# own job starts if its token is current: a job queued before fair share (no owner queue) still runs.
+_PICK = _FAIR + """
+local function start(jkey, id)
+  redis.call('HINCRBY', jkey, 'attempts', 1)
+  redis.call('HSET', jkey, 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2],
+             'progress', '{}', 'cancel_requested', '')
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZADD', KEYS[5], ARGV[2], id)
+end
+for _ = 1, 1000 do
+  local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if #top == 0 then break end
+  local share, vt = top[1], tonumber(top[2])
+  local q = ARGV[3] .. share
+  local head = redis.call('ZRANGE', q, 0, 0)
+  if #head == 0 then
+    redis.call('ZREM', KEYS[1], share)
+  else
+    local id = head[1]
+    local jkey = ARGV[4] .. id
+    leave(KEYS[1], ARGV[3], share, id)
+    if redis.call('HGET', jkey, 'status') == 'queued' then
+      local w = tonumber(redis.call('HGET', KEYS[3], share) or '1') or 1
+      if w <= 0 then w = 1 end
+      if redis.call('ZSCORE', KEYS[1], share) then redis.call('ZADD', KEYS[1], vt + 1 / w, share) end
+      redis.call('SET', KEYS[2], vt)
+      start(jkey, id)
+      return id
+    end
+  end
+end
+local s = redis.call('HGET', KEYS[6], 'status')
+if s == 'queued' and redis.call('HGET', KEYS[6], 'dispatch') == ARGV[6] then
+  start(KEYS[6], ARGV[5])
+  return ARGV[5]
+end
+return false
 """
 
 # A queued job whose broker message is gone gets a new dispatch token, so that a new message
@@ -154,12 +247,12 @@ return 'ok'
 """
 
 
-# KEYS: job hash, JOBS, QUEUED, the client's set of queued ids, and the owner's index (only for a
-# job with an owner).  ARGV: max queued (0: no cap), ttl, id, created_at, enqueued_at, max queued
-# for this client (0: no cap), then field/value pairs.
+# KEYS: job hash, JOBS, QUEUED, the client's set of queued ids, FAIR_OWNERS, FAIR_CLOCK, and the
+# owner's index (only for a job with an owner).  ARGV: max queued (0: no cap), ttl, id, created_at,
+# enqueued_at, max queued for this client (0: no cap), the owner-queue prefix, then field/value pairs.
 # The client set is pruned here of ids no longer queued (started, canceled, expired), so the
 # scripts that move jobs need not know about clients.  1: saved; 0: queue full; -1: client full.
-_SAVE_NEW = """
+_SAVE_NEW = _FAIR + """
 if tonumber(ARGV[1]) > 0 and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[1]) then return 0 end
 local per_client = tonumber(ARGV[6])
 if per_client > 0 then
@@ -168,18 +261,19 @@ if per_client > 0 then
   end
   if redis.call('ZCARD', KEYS[4]) >= per_client then return -1 end
 end
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+enter(KEYS[5], KEYS[6], ARGV[7], share_of(KEYS[1]), ARGV[3], order_of(KEYS[1]))
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
 if per_client > 0 then
   redis.call('ZADD', KEYS[4], ARGV[5], ARGV[3])
   redis.call('EXPIRE', KEYS[4], ARGV[2])
 end
-if KEYS[5] then
-  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[3])
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (tonumber(ARGV[4]) - tonumber(ARGV[2])))
-  redis.call('EXPIRE', KEYS[5], ARGV[2])
+if KEYS[7] then
+  redis.call('ZADD', KEYS[7], ARGV[4], ARGV[3])
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. (tonumber(ARGV[4]) - tonumber(ARGV[2])))
+  redis.call('EXPIRE', KEYS[7], ARGV[2])
 end
 return 1
 """
@@ -207,8 +301,12 @@ class Jobs:
     the app that sends messages (submit, requeue, re-dispatch).
     """
 
-    def __init__(self, client: redis.Redis, ttl_s: int = 7 * 24 * 3600, store=None, celery=None):
+    def __init__(self, client: redis.Redis, ttl_s: int = 7 * 24 * 3600, store=None, celery=None,
+                 replicas: int = 0, replicas_timeout_ms: int = 500):
         self.r = client
+        # A new record must reach this many replicas (WAIT) before try_save_new returns (the web's
+        # 202): a Sentinel failover right after keeps the job (docs/DEPLOYMENT.md, "Redis Sentinel").
+        self.replicas, self.replicas_timeout_ms = replicas, replicas_timeout_ms
         self.ttl_s = ttl_s
         self.store = store
         self.celery = celery
@@ -221,13 +319,14 @@ class Jobs:
         self._redispatch = client.register_script(_REDISPATCH)
         self._save_new = client.register_script(_SAVE_NEW)
         self._unshared = client.register_script(_UNSHARED)
+        self._pick = client.register_script(_PICK)
 
     # -- submitting --------------------------------------------------------------
 
     def submit(self, params, input_png: bytes, *, kind: str = DEFAULT_KIND, owner: str | None = None,
                client: str | None = None, warnings: list[str] | None = None, max_queued: int = 0,
                max_per_client: int = 0, files: dict[str, bytes] | None = None, webhook: dict | None = None,
-               before_enqueue: Callable[[str], None] | None = None) -> Job:
+               before_enqueue: Callable[[str], None] | None = None, priority: str = Priority.INTERACTIVE) -> Job:
         """Queue a job: validate its parameters, store its input, write its record, send its message.
 
         ``params``: the kind's parameters (a model instance, or raw values to validate:
@@ -237,7 +336,8 @@ class Jobs:
         ``webhook``: ``{"url", "events_filter"}``, already checked (shared/webhooks.py).
         Raises SubmitRefused (``queue_full``, ``client_full``, ``not_queued``) with nothing
         kept.  ``before_enqueue(job_id)``: called between the record and the message (tests
-        use it to lose the message on purpose).
+        use it to lose the message on purpose).  ``priority``: ``interactive`` or ``batch``, within
+        the owner's share; the share is the owner's, else (open mode) the client's.
         """
         spec = get_kind(kind)
         if spec is None:
@@ -246,7 +346,8 @@ class Jobs:
             raise ParamsError({"kind": f"unknown kind {kind!r}"})
         if not isinstance(params, spec.params):
             params = spec.parse(dict(params))
-        job = self.new(params.model_dump(), kind=spec.name, warnings=warnings, owner=owner)
+        job = self.new(params.model_dump(), kind=spec.name, warnings=warnings, owner=owner, client=client,
+                       priority=priority)
         job.webhook = webhook or None
         job.input_url = self.store.put(job.id, spec.file("input"), input_png)
         for role, data in (files or {}).items():
@@ -273,11 +374,14 @@ class Jobs:
         enqueue(self.celery, job_id, dispatch)
 
     def new(self, params: dict[str, Any], job_id: str | None = None, warnings: list[str] | None = None,
-            kind: str = DEFAULT_KIND, owner: str | None = None) -> Job:
-        """A queued job record, not yet saved (``try_save_new``)."""
+            kind: str = DEFAULT_KIND, owner: str | None = None, client: str | None = None,
+            priority: str = Priority.INTERACTIVE) -> Job:
+        """A queued job record, not yet saved (``try_save_new``).  Its fair share is its owner's, else
+        (no tokens) its client's."""
         now = time.time()
         return Job(id=job_id or str(uuid.uuid4()), status=QUEUED, params=params, created_at=now, kind=kind,
-                   enqueued_at=now, dispatch=uuid.uuid4().hex, warnings=list(warnings or []), owner=owner)
+                   enqueued_at=now, dispatch=uuid.uuid4().hex, warnings=list(warnings or []), owner=owner,
+                   share=None if owner else client, priority=priority)
 
     create = new  # the name the tests and benches know
 
@@ -298,13 +402,26 @@ class Jobs:
         # as the default), which keeps a queued job's bytes in Redis small.
         mapping = job.to_redis(sparse=True)
         per_client = max_per_client if client is not None else 0
-        args: list[Any] = [max_queued, self.ttl_s, job.id, job.created_at, job.enqueued_at, per_client]
+        args: list[Any] = [max_queued, self.ttl_s, job.id, job.created_at, job.enqueued_at, per_client,
+                           keys.FAIR_QUEUE_PREFIX]
         for k, v in mapping.items():
             args += [k, v]
-        script_keys = [keys.job(job.id), keys.JOBS, keys.QUEUED_JOBS, keys.client_queued(client or "")]
+        script_keys = [keys.job(job.id), keys.JOBS, keys.QUEUED_JOBS, keys.client_queued(client or ""),
+                       keys.FAIR_OWNERS, keys.FAIR_CLOCK]
         if job.owner:
             script_keys.append(keys.owner_jobs(job.owner))
-        return {1: "ok", 0: "queue_full", -1: "client_full"}[int(self._save_new(keys=script_keys, args=args))]
+        if not self.replicas:
+            return {1: "ok", 0: "queue_full", -1: "client_full"}[int(self._save_new(keys=script_keys, args=args))]
+        # The script and WAIT on one connection (WAIT counts that connection's writes).  Too few
+        # replicas in time: kept anyway (a replica down must not stop submissions), and said.
+        with self.r.pipeline(transaction=False) as p:
+            self._save_new(keys=script_keys, args=args, client=p)
+            p.wait(self.replicas, self.replicas_timeout_ms)
+            saved, acked = p.execute()
+        if int(saved) == 1 and int(acked) < self.replicas:
+            log.warning("job %s: its record reached %d of %d replicas in %d ms", job.id, int(acked), self.replicas,
+                        self.replicas_timeout_ms)
+        return {1: "ok", 0: "queue_full", -1: "client_full"}[int(saved)]
 
     def save_finished(self, job: Job) -> None:
         """Write a job that is born finished (a result-cache hit, shared/cache.py): its record with
@@ -346,9 +463,20 @@ class Jobs:
         status, flag, owner = self.r.hmget(keys.job(job_id), "status", "cancel_requested", "worker")
         return (status.decode() if status else None), flag == b"1", (owner.decode() if owner else None)
 
-    def queue_position(self, job_id: str) -> int | None:
-        rank = self.r.zrank(keys.QUEUED_JOBS, job_id)
-        return None if rank is None else rank + 1
+    def queue_position(self, job: Job) -> int | None:
+        """How many jobs start before this one, plus 1, as fair share would run them if every owner
+        queued now kept jobs queued: its own jobs ahead times the owners with jobs queued, plus the
+        owners before it in this round.  O(log n) in the queue's depth."""
+        share = job.share_key
+        with self.r.pipeline(transaction=False) as p:
+            p.zrank(keys.fair_queue(share), job.id)
+            p.zcard(keys.FAIR_OWNERS)
+            p.zrank(keys.FAIR_OWNERS, share)
+            rank, owners, turn = p.execute()
+        if rank is None:  # not in an owner queue (queued before fair share): its place in the whole queue
+            rank = self.r.zrank(keys.QUEUED_JOBS, job.id)
+            return None if rank is None else rank + 1
+        return rank * max(owners, 1) + (turn or 0) + 1
 
     def queue_depth(self) -> int:
         return self.r.zcard(keys.QUEUED_JOBS)
@@ -391,7 +519,8 @@ class Jobs:
         A job canceled while queued also loses its Celery message(s), so that the broker
         list, like ``queue_depth``, counts only jobs that will run, and its stored input.
         """
-        outcome = self._cancel(keys=[keys.job(job_id), keys.QUEUED_JOBS], args=[time.time(), job_id]).decode()
+        outcome = self._cancel(keys=[keys.job(job_id), keys.QUEUED_JOBS, keys.FAIR_OWNERS],
+                               args=[time.time(), job_id, keys.FAIR_QUEUE_PREFIX]).decode()
         if outcome != "ok":
             return outcome
         # This call canceled it: what follows happens once.
@@ -419,11 +548,34 @@ class Jobs:
 
     def start(self, job_id: str, dispatch: str, worker: str) -> str:
         """queued -> running, only for the current dispatch token: ``ok``, else the status seen."""
-        outcome = self._start(keys=[keys.job(job_id), keys.QUEUED_JOBS, keys.RUNNING_JOBS],
-                              args=[dispatch, worker, time.time(), job_id]).decode()
+        outcome = self._start(keys=[keys.job(job_id), keys.QUEUED_JOBS, keys.RUNNING_JOBS, keys.FAIR_OWNERS],
+                              args=[dispatch, worker, time.time(), job_id, keys.FAIR_QUEUE_PREFIX]).decode()
         if outcome == "ok":
             job_started.send(self, job_id=job_id, worker=worker)
         return outcome
+
+    def pick(self, worker: str, job_id: str = "", dispatch: str = "") -> str | None:
+        """A message reached ``worker``: start the fairest queued job (see "Fair share"), and return its
+        id; None when no job is queued.  ``job_id`` and ``dispatch``: the message's own, started only
+        when no owner queue holds a job (a job queued by an older version)."""
+        picked = self._pick(keys=[keys.FAIR_OWNERS, keys.FAIR_CLOCK, keys.FAIR_WEIGHTS, keys.QUEUED_JOBS,
+                                  keys.RUNNING_JOBS, keys.job(job_id)],
+                            args=[worker, time.time(), keys.FAIR_QUEUE_PREFIX, keys.job(""), job_id, dispatch])
+        if not picked:
+            return None
+        picked = picked.decode()
+        job_started.send(self, job_id=picked, worker=worker)
+        return picked
+
+    def set_weight(self, share: str, weight: float | None) -> None:
+        """An owner's share of the workers against the others' (1 by default); None: back to 1."""
+        if weight is None or weight == 1:
+            self.r.hdel(keys.FAIR_WEIGHTS, share)
+        else:
+            self.r.hset(keys.FAIR_WEIGHTS, share, weight)
+
+    def weights(self) -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in self.r.hgetall(keys.FAIR_WEIGHTS).items()}
 
     def update(self, job_id: str, worker: str, **fields: Any) -> str:
         """Set fields of a job while ``worker`` runs it: ``ok``, else the status seen."""
@@ -467,8 +619,10 @@ class Jobs:
         token = uuid.uuid4().hex
         error = dumps({"code": "worker_lost",
                             "message": f"the worker running this job was lost {max_attempts} times; giving up"})
-        outcome = self._requeue(keys=[keys.job(job_id), keys.QUEUED_JOBS, keys.RUNNING_JOBS],
-                                args=[worker, token, time.time(), max_attempts, job_id, error]).decode()
+        outcome = self._requeue(keys=[keys.job(job_id), keys.QUEUED_JOBS, keys.RUNNING_JOBS, keys.FAIR_OWNERS,
+                                      keys.FAIR_CLOCK],
+                                args=[worker, token, time.time(), max_attempts, job_id, error,
+                                      keys.FAIR_QUEUE_PREFIX]).decode()
         if outcome == FAILED:
             self._finished(job_id, FAILED)
         return outcome, token
@@ -537,10 +691,11 @@ class Jobs:
         return [f.decode() for f in self._unshared(keys=[keys.SHARED_FILES, keys.JOBS], args=[now, now - self.ttl_s])]
 
     def forget(self, job_id: str) -> None:
-        owner = self.r.hget(keys.job(job_id), "owner")
+        owner, share = self.r.hmget(keys.job(job_id), "owner", "share")
         with self.r.pipeline() as p:
             if owner:
                 p.zrem(keys.owner_jobs(owner.decode()), job_id)
+            p.zrem(keys.fair_queue((share or owner or b"").decode()), job_id)  # an owner left empty: pick drops it
             p.delete(keys.job(job_id))
             p.zrem(keys.JOBS, job_id)
             p.zrem(keys.QUEUED_JOBS, job_id)

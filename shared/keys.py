@@ -15,6 +15,14 @@ RUNNING_JOBS = f"{PREFIX}:running"  # id -> started_at (lost-worker detection)
 # the latest expiry of a hit reading it.
 SHARED_FILES = f"{PREFIX}:files:shared"
 
+# Fair share between owners (shared/jobs.py, "Fair share"): who has queued jobs, each scored with its
+# virtual time (jobs started, divided by its weight); the clock (the virtual time of the last pick);
+# the weights an admin set (owner -> weight, 1 when unset); and each owner's own queue (``fair_queue``).
+FAIR_OWNERS = f"{PREFIX}:fair:owners"
+FAIR_CLOCK = f"{PREFIX}:fair:clock"
+FAIR_WEIGHTS = f"{PREFIX}:fair:weights"
+FAIR_QUEUE_PREFIX = f"{PREFIX}:fair:queue:"
+
 # Worker heartbeats: the set of ids, and one expiring JSON record per worker.
 WORKERS = f"{PREFIX}:workers"
 
@@ -39,6 +47,11 @@ def owner_jobs(owner: str) -> str:
     """One owner's jobs: id -> created_at, so that an owner's listing costs O(page), not O(all jobs).
     Entries of expired records are pruned as they are met, and by age at each new job."""
     return f"{PREFIX}:owner:{owner}:jobs"
+
+
+def fair_queue(share: str) -> str:
+    """One owner's queued jobs, in the order they run: id -> priority offset + created_at."""
+    return FAIR_QUEUE_PREFIX + share
 
 
 def worker(worker_id: str) -> str:

@@ -194,7 +194,7 @@ def notify(jobs, job_id: str, event: str, throttle_s: float = 0.0) -> bool:
     job = jobs.get(job_id)
     if job is None or jobs.celery is None:
         return False
-    body = dumps(job_json(job, jobs.queue_position(job_id) if job.status == QUEUED else None))
+    body = dumps(job_json(job, jobs.queue_position(job) if job.status == QUEUED else None))
     # By name: the delivery process (dreamq/delivery.py) runs the task; no process here imports it.
     jobs.celery.send_task(TASK, args=[job_id, event, f"msg_{uuid.uuid4().hex}", hook["url"], body], queue=QUEUE)
     return True

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared import webhooks
+from shared.job import Priority
 from shared.kinds import DEFAULT_KIND, KINDS, Kind
 from shared.params import DreamParams, ParamsError
 
@@ -36,6 +37,7 @@ class SubmitForm:
     params: BaseModel  # the kind's parameters, DreamParams or a subclass
     use_cache: bool  # the `cache` option (shared/cache.py)
     webhook: dict | None  # {"url", "events_filter"}: where the job's events go
+    priority: Priority = Priority.INTERACTIVE  # within the owner's share (shared/jobs.py, "Fair share")
 
 
 def check_multipart() -> None:
@@ -73,6 +75,12 @@ def read_form() -> tuple[SubmitForm, bytes, bytes | None]:
         elif flag not in ("true", "1", "yes", "on"):
             fields["cache"] = "true or false"
     webhook = submitted_webhook(raw, fields)  # request options too: where the job's events go
+    priority = Priority.INTERACTIVE  # and which of the owner's own jobs goes first
+    if "priority" in raw:
+        try:
+            priority = Priority(raw.pop("priority").strip().lower())
+        except ValueError:
+            fields["priority"] = " or ".join(p.value for p in Priority)
     kind = KINDS.get(raw.pop("kind", DEFAULT_KIND))
     if kind is None:
         fields["kind"] = f"one of {', '.join(KINDS)}"
@@ -99,7 +107,7 @@ def read_form() -> tuple[SubmitForm, bytes, bytes | None]:
         raise ApiError(422, "invalid_params", "invalid request: " + "; ".join(f"{k}: {v}" for k, v in fields.items()),
                        fields)
     # The filenames are ignored: nothing a client names reaches the file system.
-    return SubmitForm(kind, params, use_cache, webhook), data, guide if has_guide else None
+    return SubmitForm(kind, params, use_cache, webhook, priority), data, guide if has_guide else None
 
 
 def submitted_webhook(raw: dict[str, str], fields: dict[str, str]) -> dict | None:

@@ -24,7 +24,7 @@ def get_job(job_id: str) -> Job:
 
 def public_job(job: Job) -> dict:
     state = services().state
-    return job_json(job, state.queue_position(job.id) if job.status == QUEUED else None, detail=sees_error_detail())
+    return job_json(job, state.queue_position(job) if job.status == QUEUED else None, detail=sees_error_detail())
 
 
 def encode_cursor(created_at: float) -> str:

@@ -219,6 +219,10 @@ SUBMIT_FORM = {
                   "description": "Not a parameter: `false` always runs the job. By default a job identical to a "
                                  "finished one still kept (same kind, parameters, input files and model weights) "
                                  "is answered at once from its result: `succeeded`, `metrics.cached` true."},
+        "priority": {"type": "string", "enum": ["interactive", "batch"], "default": "interactive",
+                     "description": "Not a parameter: which of your own queued jobs runs first. Every "
+                                    "`interactive` job of yours before any `batch` one; it never moves your jobs "
+                                    "ahead of another owner's (workers are shared fairly between owners)."},
         "webhook": {"type": "string", "format": "uri", "maxLength": 2048,
                     "description": "Not a parameter: an http(s) URL that the job's events are POSTed to (body: the "
                                    "Job; signed with Standard Webhooks: see `webhooks` in this document). Its host "

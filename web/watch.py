@@ -85,7 +85,7 @@ def event_stream(state: Jobs, job_id: str, seconds: float, conn) -> Iterator[str
     for seen in watch(state, job_id, seconds, left=lambda: client_left(conn)):
         if isinstance(seen, Job):
             try:
-                data = job_json(seen, state.queue_position(job_id) if seen.status == QUEUED else None)
+                data = job_json(seen, state.queue_position(seen) if seen.status == QUEUED else None)
             except redis.RedisError:
                 yield ENDINGS[LOST]
                 return

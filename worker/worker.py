@@ -26,8 +26,9 @@ is found again this way, on every heartbeat (``redispatch_stranded``):
   it saw and was sent before the cutoff, so of several idle workers only one acts).
 * The grace also covers a message that is rightly elsewhere for a moment: sent
   just after its record, or taken by a worker that is about to start it.  If we
-  re-dispatch anyway, the cost is one duplicate message, and the dispatch token
-  makes it harmless: the job starts once, the stale message is skipped.
+  re-dispatch anyway, the cost is one duplicate message, and it is harmless: a
+  job starts once (a pick moves it out of the queue), a message left over finds
+  nothing to pick and is acked.
 
 A stranded job thus starts within ``stranded_after_s`` + one heartbeat of a ready
 worker becoming idle (18 s by default; the goal is 90 s).
@@ -70,7 +71,9 @@ class Worker:
         # without them a running job's next write fails, and so does marking it failed, and
         # the record stays `running` with a live owner that no recovery looks at.
         retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=12)
-        self.r = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30, retry=retry)
+        from shared.redis_client import connect  # DREAMQ_REDIS_SENTINELS' master, else DREAMQ_REDIS_URL
+
+        self.r = connect(settings, socket_timeout=10, health_check_interval=30, retry=retry)
         hooks.install(settings)  # metrics, result cache, webhooks and DREAMQ_PLUGINS hear this worker's transitions
         self.store = open_store(settings)
         self.jobs = Jobs(self.r, settings.job_ttl_s, store=None, celery=celery_app)  # store=None: a worker
@@ -96,7 +99,7 @@ class Worker:
         A worker started before Redis (compose, a host's boot) waits instead of exiting.
         False when told to stop first.
         """
-        from kombu.utils.url import maybe_sanitize_url
+        from shared.redis_client import describe  # which Redis, never its password
 
         delay, attempt = first_delay_s, 1
         while not self.stopping.is_set():
@@ -104,7 +107,7 @@ class Worker:
                 self.r.ping()
             except redis.exceptions.RedisError as exc:  # refused, timeout, still loading its file
                 log.warning("Redis at %s unreachable (attempt %d: %s); trying again in %.1f s",
-                            maybe_sanitize_url(self.settings.redis_url), attempt, exc, delay)
+                            describe(self.settings), attempt, exc, delay)
             else:
                 if attempt > 1:
                     log.info("Redis answered at attempt %d", attempt)
@@ -252,13 +255,17 @@ class Worker:
     # -- running one job -------------------------------------------------------
 
     def run(self, job_id: str, dispatch: str) -> str:
-        """Run the job if this delivery is the current one; return what happened."""
+        """A message reached this worker: run the job that fair share picks (shared/jobs.py), which
+        may be another owner's than the message's; return what happened."""
         self.last_activity = time.time()  # a message reached us: the queue was not empty
-        outcome = self.jobs.start(job_id, dispatch, self.id)
-        if outcome != "ok":
-            # A stale or duplicate delivery, or a job canceled while queued.
-            log.info("job %s: not started (%s)", job_id, outcome)
-            return f"skipped:{outcome}"
+        picked = self.jobs.pick(self.id, job_id, dispatch)
+        if picked is None:
+            # A message left over: its job was canceled, or ran on another message (a duplicate).
+            log.info("message of job %s: no job queued, nothing started", job_id)
+            return "skipped:empty"
+        if picked != job_id:
+            log.info("message of job %s: started job %s (fair share)", job_id, picked)
+        job_id = picked
         self.current_job = job_id
         self.heartbeat()
         try:
