@@ -294,6 +294,9 @@ return out
 """
 
 
+_SAVED = {1: "ok", 0: "queue_full", -1: "client_full"}  # what _SAVE_NEW's answer means
+
+
 class Jobs:
     """The lifecycle of jobs over one Redis connection: submit, then each transition.
 
@@ -398,6 +401,31 @@ class Jobs:
         ``max_per_client``, only while that client has fewer queued.  Both are checked in the
         same script as the write, so concurrent submissions cannot overshoot either cap.
         """
+        script_keys, args = self._save_new_call(job, max_queued, client, max_per_client)
+        if not self.replicas:
+            return _SAVED[int(self._save_new(keys=script_keys, args=args))]
+        # The script and WAIT on one connection (WAIT counts that connection's writes).  Too few
+        # replicas in time: kept anyway (a replica down must not stop submissions), and said.
+        with self.r.pipeline(transaction=False) as p:
+            self._save_new(keys=script_keys, args=args, client=p)
+            p.wait(self.replicas, self.replicas_timeout_ms)
+            saved, acked = p.execute()
+        if int(saved) == 1 and int(acked) < self.replicas:
+            log.warning("job %s: its record reached %d of %d replicas in %d ms", job.id, int(acked), self.replicas,
+                        self.replicas_timeout_ms)
+        return _SAVED[int(saved)]
+
+    def save_new_many(self, jobs: list[Job], max_queued: int = 0) -> list[str]:
+        """``try_save_new`` for many jobs in one round trip (benchmarks and tests that need a deep
+        queue): each job's script runs on its own, caps and all; one outcome per job."""
+        with self.r.pipeline(transaction=False) as p:
+            for job in jobs:
+                script_keys, args = self._save_new_call(job, max_queued, None, 0)
+                self._save_new(keys=script_keys, args=args, client=p)
+            return [_SAVED[int(saved)] for saved in p.execute()]
+
+    def _save_new_call(self, job: Job, max_queued: int, client: str | None, max_per_client: int):
+        """The keys and arguments of ``_SAVE_NEW`` for this job."""
         # The record as the model writes it; fields at their default are left out (they read back
         # as the default), which keeps a queued job's bytes in Redis small.
         mapping = job.to_redis(sparse=True)
@@ -410,35 +438,34 @@ class Jobs:
                        keys.FAIR_OWNERS, keys.FAIR_CLOCK]
         if job.owner:
             script_keys.append(keys.owner_jobs(job.owner))
-        if not self.replicas:
-            return {1: "ok", 0: "queue_full", -1: "client_full"}[int(self._save_new(keys=script_keys, args=args))]
-        # The script and WAIT on one connection (WAIT counts that connection's writes).  Too few
-        # replicas in time: kept anyway (a replica down must not stop submissions), and said.
-        with self.r.pipeline(transaction=False) as p:
-            self._save_new(keys=script_keys, args=args, client=p)
-            p.wait(self.replicas, self.replicas_timeout_ms)
-            saved, acked = p.execute()
-        if int(saved) == 1 and int(acked) < self.replicas:
-            log.warning("job %s: its record reached %d of %d replicas in %d ms", job.id, int(acked), self.replicas,
-                        self.replicas_timeout_ms)
-        return {1: "ok", 0: "queue_full", -1: "client_full"}[int(saved)]
+        return script_keys, args
 
     def save_finished(self, job: Job) -> None:
         """Write a job that is born finished (a result-cache hit, shared/cache.py): its record with
         the job TTL and its listing entry, in one transaction.  No queue, no message, no caps; the
         caller stores its files (or shares another job's: ``files_from``, ``share_files``) first
         and sends the signals after."""
+        with self.r.pipeline() as p:
+            self._write_finished(p, job)
+            p.execute()
+
+    def save_finished_many(self, jobs: list[Job]) -> None:
+        """``save_finished`` for many jobs in one round trip (benchmarks and tests that need many records)."""
+        with self.r.pipeline(transaction=False) as p:
+            for job in jobs:
+                self._write_finished(p, job)
+            p.execute()
+
+    def _write_finished(self, p, job: Job) -> None:
         times = {"enqueued_at": job.enqueued_at or job.created_at, "started_at": job.started_at or job.created_at,
                  "finished_at": job.finished_at or job.created_at}
         mapping = job.model_copy(update=times).to_redis(sparse=True)
-        with self.r.pipeline() as p:
-            p.hset(keys.job(job.id), mapping=mapping)
-            p.expire(keys.job(job.id), self.ttl_s)
-            p.zadd(keys.JOBS, {job.id: job.created_at})
-            if job.owner:
-                p.zadd(keys.owner_jobs(job.owner), {job.id: job.created_at})
-                p.expire(keys.owner_jobs(job.owner), self.ttl_s)
-            p.execute()
+        p.hset(keys.job(job.id), mapping=mapping)
+        p.expire(keys.job(job.id), self.ttl_s)
+        p.zadd(keys.JOBS, {job.id: job.created_at})
+        if job.owner:
+            p.zadd(keys.owner_jobs(job.owner), {job.id: job.created_at})
+            p.expire(keys.owner_jobs(job.owner), self.ttl_s)
 
     # -- reading -------------------------------------------------------------------
 

@@ -165,3 +165,18 @@ def test_an_admin_sets_a_tokens_weight_with_the_cli(jobs, redis_url, tmp_path):
     assert cli() == "".join(sorted([f"{token_hash('secret-token')}\t3\n", "10.0.0.9\t0.5\n"]))
     assert cli("secret-token", "1") == f"{token_hash('secret-token')}\t1\n"  # back to the default
     assert jobs.weights() == {"10.0.0.9": 0.5}
+
+
+def test_many_records_written_in_one_round_trip_are_those_of_one_at_a_time(jobs):
+    many = [jobs.new({"model": "vgg16_hed"}, owner=A) for _ in range(5)]
+    assert jobs.save_new_many(many, max_queued=3) == ["ok"] * 3 + ["queue_full"] * 2  # the cap holds
+    one = jobs.new({"model": "vgg16_hed"}, owner=B)
+    assert jobs.try_save_new(one) == "ok"
+    assert jobs.r.hgetall(keys.job(many[0].id)).keys() == jobs.r.hgetall(keys.job(one.id)).keys()
+    assert picks(jobs, 4) == [many[0].id, one.id, many[1].id, many[2].id]
+    done = [jobs.new({"model": "vgg16_hed"}, owner=A) for _ in range(3)]
+    for job in done:
+        job.status, job.finished_at = "succeeded", job.created_at + 1
+    jobs.save_finished_many(done)
+    assert [j.id for j in jobs.list(owner=A)][:3] == [j.id for j in reversed(done)]
+    assert jobs.get(done[0].id).status == "succeeded"
