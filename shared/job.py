@@ -243,10 +243,22 @@ class JobError(_Open):
                                           "(exception text, paths, URLs), as in the worker's log.")
 
 
+class JobTimings(_Open):
+    queue_s: Number = Field(None, description="Queued, until a worker started it (as metrics.queue_s).")
+    load_s: Number = Field(None, description="Reading and decoding the input (and guide).")
+    steps_s: Number = Field(None, description="Inside the gradient ascent steps.")
+    preview_s: Number = Field(None, description="The steps' thread handing previews over (a thread of their "
+                                                "own shrinks, encodes and stores them).")
+    encode_s: Number = Field(None, description="Encoding the result (a video: its frames and the video).")
+    store_s: Number = Field(None, description="Storing the result, and the last preview's write.")
+
+
 class JobMetrics(_Open):
     queue_s: Number | None = None
     run_s: Number | None = None
     dream_s: Number | None = Field(None, description="The engine's share of run_s.")
+    timings: JobTimings = Field(None, description="Where a worker's run_s went: load_s + steps_s + preview_s + "
+                                                  "encode_s + store_s, the rest being the queue's own writes.")
     precision: str = Field(None, description="The precision that really ran.")
     cached: bool = Field(None, description="true: answered from the result cache, no worker ran it (run_s 0); "
                                            "absent otherwise.")

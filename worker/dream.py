@@ -322,6 +322,7 @@ class Dreamer:
         on_progress: Callable[[Progress], None] | None = None,
         on_preview: Callable[[int, np.ndarray], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        timings: dict[str, float] | None = None,
     ) -> np.ndarray:
         """Dream on an ``(H, W, 3)`` uint8 RGB image; return the result, same size and type.
 
@@ -332,8 +333,13 @@ class Dreamer:
         after every octave.  should_cancel() returns a bool and is polled before
         every step, the first included; when it returns True the engine raises
         Canceled there.  An exception raised by any of these callbacks propagates
-        unchanged: the engine neither catches nor wraps it.
+        unchanged: the engine neither catches nor wraps it.  ``timings``: a dict the engine adds
+        its seconds to: ``steps_s`` inside the ascent steps, ``preview_s`` in the previews (the
+        copy to the host and ``on_preview``).
         """
+        clock = timings if timings is not None else {}
+        clock.setdefault("steps_s", 0.0)
+        clock.setdefault("preview_s", 0.0)
         # The layers the loss reads: they set the smallest octave the network can take.
         layers = tuple(params.layers) if guide is None else (self.guide_layer(params),)
         if params.precision not in ("fp32", "bf16"):  # "auto" is the caller's to resolve (worker.device)
@@ -357,8 +363,10 @@ class Dreamer:
             for i in range(params.iterations):
                 if should_cancel is not None and should_cancel():
                     raise Canceled()
+                t0 = time.perf_counter()
                 loss, img = ascend(img)
-                loss = float(loss)
+                loss = float(loss)  # waits for the step: the seed's max_loss test needs its value
+                clock["steps_s"] += time.perf_counter() - t0
                 if not math.isfinite(loss):  # the seed would go on with a NaN image
                     raise LossNotFinite(loss, octave, i)
                 if on_progress is not None:
@@ -367,7 +375,7 @@ class Dreamer:
                     break
             return img
 
-        img = original
+        img, last = original, None
         for octave, shape in enumerate(shapes):
             img = resize(img, shape)
             img = gradient_ascent_loop(img, octave)
@@ -376,6 +384,11 @@ class Dreamer:
             same_size_original = resize(original, shape)
             img = img + (same_size_original - upscaled_shrunk_original)
             shrunk_original = resize(original, shape)
+            last = None
             if on_preview is not None:
-                on_preview(octave, self.model.deprocess(ops.convert_to_numpy(img)))
-        return self.model.deprocess(ops.convert_to_numpy(img))
+                t0 = time.perf_counter()
+                last = self.model.deprocess(ops.convert_to_numpy(img))
+                on_preview(octave, last)
+                clock["preview_s"] += time.perf_counter() - t0
+        # The last octave's preview is the result: copied to the host once (callbacks only read it).
+        return last if last is not None else self.model.deprocess(ops.convert_to_numpy(img))

@@ -48,7 +48,6 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from shared import hooks, keys
-from shared.images import encode_png
 from shared.job import CANCELED, FAILED, QUEUED, SUCCEEDED
 from shared.jobs import Jobs
 from shared.kinds import get_kind
@@ -56,6 +55,8 @@ from shared.settings import Settings
 from shared.store import StoreError, open_store
 
 from .kinds import HANDLERS, Context, Files, JobFailed
+from .kinds.context import timed
+from .preview import PreviewWriter
 
 log = logging.getLogger("dreamq.worker")
 MAX_DETAIL = 2000  # characters of a failure's detail kept on the record; the log has all of it
@@ -313,18 +314,24 @@ class Worker:
         files = Files(self.store, job_id, kind.files)
         stop = _StopCheck(self, job_id, started)
 
-        def preview(rgb) -> None:
-            url = files.put("preview", encode_png(rgb))
+        def write_preview(png: bytes) -> None:  # on the preview thread (worker/preview.py)
+            url = files.put("preview", png)
             self.jobs.update(job_id, self.id, preview_url=url)
 
+        timings: dict[str, float] = {}
+        previews = PreviewWriter(write_preview)
         ctx = Context(job=job, params=params, engine=engine, files=files,
-                      progress=_ProgressWriter(self, job_id), preview=preview, should_stop=stop,
+                      progress=_ProgressWriter(self, job_id), preview=previews, should_stop=stop,
                       record=lambda **fields: self.jobs.update(job_id, self.id, **fields),
-                      weights=self.fingerprints.get(params.model))
+                      weights=self.fingerprints.get(params.model), timings=timings)
         from .dream import Canceled, LossNotFinite
 
         try:
-            outcome = HANDLERS[kind.name](ctx)
+            try:
+                outcome = HANDLERS[kind.name](ctx)
+            finally:
+                with timed(timings, "store_s"):  # the last preview, if its write is still going on
+                    previews.close()
         except Canceled:
             return self._stopped(job_id, stop.reason or "canceled")
         except LossNotFinite as exc:
@@ -342,6 +349,7 @@ class Worker:
         ctx.progress.flush()
         if precision is not None:
             outcome.setdefault("precision", precision)
+        outcome["metrics"] = {**outcome.get("metrics", {}), "timings": timing_metrics(job, timings)}
         self.jobs.finish(job_id, self.id, SUCCEEDED, **outcome)
         log.info("job %s succeeded in %.2fs", job_id, time.monotonic() - started)
         return SUCCEEDED
@@ -362,6 +370,14 @@ class Worker:
                 self.jobs.send(job_id, token)
             return f"requeued:{outcome}"
         return "lost"  # someone else owns it now
+
+
+def timing_metrics(job, timings: dict[str, float]) -> dict[str, float]:
+    """metrics.timings: the queue's wait and the handler's parts, in seconds."""
+    out = {"queue_s": (job.started_at or 0) - (job.enqueued_at or job.created_at) if job.started_at else None}
+    for part in ("load_s", "steps_s", "preview_s", "encode_s", "store_s"):
+        out[part] = timings.get(part, 0.0)
+    return {k: round(v, 4) for k, v in out.items() if v is not None}
 
 
 class _StopCheck:

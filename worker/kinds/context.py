@@ -1,7 +1,9 @@
 """What a handler gets (``Context``), its files by role (``Files``) and its verdict of failure (``JobFailed``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from pydantic import BaseModel
@@ -42,6 +44,16 @@ class Files:
         return self.store.exists(self.job_id, self.name(role, n))
 
 
+@contextmanager
+def timed(timings: dict[str, float], part: str):
+    """Add the seconds of the ``with`` block to ``timings[part]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[part] = timings.get(part, 0.0) + time.perf_counter() - t0
+
+
 @dataclass
 class Context:
     """What a handler gets for one job."""
@@ -55,3 +67,6 @@ class Context:
     should_stop: Callable[[], bool]  # polled between steps: True means stop now (the engine raises)
     record: Callable[..., None] = lambda **fields: None  # record(**fields): write fields of the running job
     weights: str | None = None  # the fingerprint of the engine's weights, which the result PNG carries
+    # Where the run's time goes (metrics.timings): the handler adds load_s, encode_s and store_s, the
+    # engine steps_s and preview_s (worker/dream.py ``timings``).
+    timings: dict[str, float] = field(default_factory=dict)

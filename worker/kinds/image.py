@@ -12,7 +12,11 @@ from shared.provenance import png_info
 from shared.store import StoreError
 
 from ..eta import Eta
-from .context import Context, JobFailed
+from .context import Context, JobFailed, timed
+
+# zlib's fastest level: 3x faster than the default 6 on a 640x960 dream (72 vs 227 ms on this project's CI
+# machine) for a file about 12% larger; the result is encoded once, on the job's time.
+RESULT_PNG_LEVEL = 1
 
 
 def progress_fields(p, eta: Eta) -> dict:
@@ -48,6 +52,27 @@ def load_guide(ctx: Context) -> np.ndarray | None:
 
 
 def run(ctx: Context) -> dict:
+    with timed(ctx.timings, "load_s"):
+        image, guide = load(ctx)
+    eta = Eta(*image.shape[:2], ctx.params)
+    started = time.monotonic()
+    result = ctx.engine.dream(
+        image, ctx.params, guide=guide,
+        # The last step of an octave is always written: a client sees every octave end.
+        on_progress=lambda p: ctx.progress(progress_fields(p, eta), final=p.step == p.steps - 1),
+        on_preview=lambda octave, rgb: ctx.preview(rgb),
+        should_cancel=ctx.should_stop, timings=ctx.timings)
+    dream_s = time.monotonic() - started
+    # The PNG says how it was dreamed (shared/provenance.py): `dreamq submit --params-from` reads it.
+    with timed(ctx.timings, "encode_s"):
+        png = encode_png(result, png_info(KIND.name, ctx.params, ctx.weights), compress_level=RESULT_PNG_LEVEL)
+    with timed(ctx.timings, "store_s"):
+        url = ctx.files.put("result", png)
+    return {"result_url": url, "dream_s": round(dream_s, 4)}
+
+
+def load(ctx: Context) -> tuple[np.ndarray, np.ndarray | None]:
+    """The job's photo and guide (or None), decoded; JobFailed when they cannot be read."""
     try:
         data = ctx.files.get("input")
     except StoreError as exc:
@@ -58,18 +83,4 @@ def run(ctx: Context) -> dict:
         image = decode_image(data)
     except ImageError as exc:
         raise JobFailed("input_unreadable", "the uploaded image could not be read back", exc) from None
-    guide = load_guide(ctx)
-
-    eta = Eta(*image.shape[:2], ctx.params)
-    started = time.monotonic()
-    result = ctx.engine.dream(
-        image, ctx.params, guide=guide,
-        # The last step of an octave is always written: a client sees every octave end.
-        on_progress=lambda p: ctx.progress(progress_fields(p, eta), final=p.step == p.steps - 1),
-        on_preview=lambda octave, rgb: ctx.preview(rgb),
-        should_cancel=ctx.should_stop)
-    dream_s = time.monotonic() - started
-    # The PNG says how it was dreamed (shared/provenance.py): `dreamq submit --params-from` reads it.
-    info = png_info(KIND.name, ctx.params, ctx.weights)
-    url = ctx.files.put("result", encode_png(result, info))
-    return {"result_url": url, "dream_s": round(dream_s, 4)}
+    return image, load_guide(ctx)

@@ -17,7 +17,7 @@ from shared.provenance import png_info
 
 from ..eta import Eta
 from ..video import encode
-from .context import Context, Files, JobFailed
+from .context import Context, Files, JobFailed, timed
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +86,16 @@ def run(ctx: Context) -> dict:
     from .image import load_guide
 
     params: ZoomParams = ctx.params
-    image = _decode(ctx.files.get("input"), "uploaded image")
+    clock = ctx.timings
+    with timed(clock, "load_s"):
+        image = _decode(ctx.files.get("input"), "uploaded image")
     h, w = image.shape[:2]
     try:
         check_work(params, h, w, get_settings())
     except ParamsError as exc:
         raise JobFailed("invalid_params", exc.fields["frames"]) from None
-    guide = load_guide(ctx)
+    with timed(clock, "load_s"):
+        guide = load_guide(ctx)
     extra = {} if guide is None else {"guide": guide}
     total = params.frames
 
@@ -133,11 +136,14 @@ def run(ctx: Context) -> dict:
 
         t0 = time.monotonic()
         current = ctx.engine.dream(source, frame_params, on_progress=on_progress,
-                                   should_cancel=ctx.should_stop, **extra)
+                                   should_cancel=ctx.should_stop, timings=clock, **extra)
         t1 = time.monotonic()
         dream_s += t1 - t0
         info = png_info(KIND.name, params, ctx.weights)  # shared/provenance.py
-        ctx.files.put("frame", encode_png(current, info), n=k)  # stored first, then counted
+        with timed(clock, "encode_s"):
+            png = encode_png(current, info)
+        with timed(clock, "store_s"):
+            ctx.files.put("frame", png, n=k)  # stored first, then counted
         ctx.record(metrics={"frames_done": k + 1, "frames": total, "frames_resumed": resumed})
         left = eta.left_s(eta.done(k + 1), time.monotonic() - started)
         ctx.progress({**base, "fraction": round((k + 1) / total, 4), "frame": k, "frames_done": k + 1,
@@ -150,9 +156,11 @@ def run(ctx: Context) -> dict:
     name, _ = result_format(params.model_dump())
     with tempfile.TemporaryDirectory(prefix="dreamq-zoom-") as tmp:
         path = os.path.join(tmp, name)
-        encode(_stored_frames(ctx, total), params.fps, params.format, path)
+        with timed(clock, "encode_s"):  # reading the frames back included
+            encode(_stored_frames(ctx, total), params.fps, params.format, path)
         size = os.path.getsize(path)
-        url = Files(ctx.files.store, ctx.files.job_id, {"result": name}).put_file("result", path)
+        with timed(clock, "store_s"):
+            url = Files(ctx.files.store, ctx.files.job_id, {"result": name}).put_file("result", path)
     encode_s = time.monotonic() - t0
     return {"result_url": url, "dream_s": round(dream_s, 4),
             "metrics": {"frames": total, "frames_done": total, "frames_resumed": resumed,
