@@ -128,13 +128,17 @@ def weights() -> None:
     click.echo(f"InceptionV3 ImageNet weights are cached in {where}")
 
 
+NO_REDIS = ("neither DREAMQ_REDIS_URL nor DREAMQ_REDIS_SENTINELS is set: start the whole service with "
+            "`dreamq up`, or point one of them at Redis")
+
+
 @main.command()
 @click.option("--gpus", default=None, help="Comma-separated GPU ids: one worker process per GPU (e.g. 0,1).")
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--check", is_flag=True,
               help="Exit 0 if a worker process of this host has a live heartbeat in Redis, else 1 (a healthcheck).")
 def worker(gpus: str | None, loglevel: str, check: bool) -> None:
-    """Run a worker (needs DREAMQ_REDIS_URL; `dreamq up` sets everything up).
+    """Run a worker (needs DREAMQ_REDIS_URL or DREAMQ_REDIS_SENTINELS; `dreamq up` sets everything up).
 
     The same as `celery -A worker worker -Q dreamq`, which Celery's own tools understand.
     """
@@ -147,8 +151,8 @@ def worker(gpus: str | None, loglevel: str, check: bool) -> None:
     from worker.main import run_worker
 
     settings = get_settings()
-    if not settings.redis_url:
-        _fail("DREAMQ_REDIS_URL is not set: start the whole service with `dreamq up`, or point it at Redis")
+    if not settings.has_redis:
+        _fail(NO_REDIS)
     if gpus:
         sys.exit(supervise_gpus([g.strip() for g in gpus.split(",") if g.strip()]))
     run_worker(settings, device=os.environ.get("DREAMQ_DEVICE", "cpu"), loglevel=loglevel)
@@ -157,7 +161,7 @@ def worker(gpus: str | None, loglevel: str, check: bool) -> None:
 @main.command()
 @click.option("--loglevel", default="INFO", show_default=True)
 def webhooks(loglevel: str) -> None:
-    """Run the webhook delivery process (needs DREAMQ_REDIS_URL and DREAMQ_WEBHOOK_SECRET).
+    """Run the webhook delivery process (needs DREAMQ_REDIS_URL or DREAMQ_REDIS_SENTINELS, and DREAMQ_WEBHOOK_SECRET).
 
     The same as `celery -A dreamq.delivery worker -Q dreamq.webhooks`; no Keras, no GPU.
     """
@@ -169,8 +173,8 @@ def webhooks(loglevel: str) -> None:
         settings = get_settings()
     except ValueError as exc:  # pydantic's ValidationError: a malformed secret, named but never shown
         _fail(str(exc))
-    if not settings.redis_url:
-        _fail("DREAMQ_REDIS_URL is not set: start the whole service with `dreamq up`, or point it at Redis")
+    if not settings.has_redis:
+        _fail(NO_REDIS)
     if settings.webhook_secret is None:
         click.echo("warning: DREAMQ_WEBHOOK_SECRET is not set: the web refuses jobs with a webhook", err=True)
     logging.basicConfig(level=loglevel, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -178,6 +182,38 @@ def webhooks(loglevel: str) -> None:
 
     # One per host (compose: per container), so the node name is fixed: the healthcheck pings it.
     create_app(settings).worker_main(["worker", "-Q", QUEUE, "-n", "dreamq-webhooks@%h", f"--loglevel={loglevel}"])
+
+
+@main.command()
+@click.argument("who", required=False)
+@click.argument("weight", required=False, type=click.FloatRange(min=0, min_open=True))
+@click.option("--address", is_flag=True, help="WHO is a client address (open mode: no tokens), not a token.")
+def share(who: str | None, weight: float | None, address: bool) -> None:
+    """Set a token's share of the workers: WEIGHT 3 gets three jobs started for each one of a token at 1
+    (the default), whenever both have jobs queued.  Without WEIGHT, show WHO's; without WHO, every
+    weight set (by owner id: the token's hash, never the token).
+
+    Needs the service's Redis (DREAMQ_REDIS_URL, DREAMQ_REDIS_SENTINELS, or `dreamq up`'s data dir).
+    """
+    from shared.jobs import Jobs
+    from shared.redis_client import NoRedis, connect
+    from shared.settings import get_settings
+    from web.auth import token_hash
+
+    try:
+        jobs = Jobs(connect(get_settings(), socket_timeout=5, socket_connect_timeout=5))
+    except NoRedis as exc:
+        _fail(str(exc))
+    weights = jobs.weights()
+    if who is None:
+        for owner, w in sorted(weights.items()):
+            click.echo(f"{owner}\t{w:g}")
+        return
+    key = who if address else token_hash(who)
+    if weight is not None:
+        jobs.set_weight(key, weight)
+        weights = jobs.weights()
+    click.echo(f"{key}\t{weights.get(key, 1.0):g}")
 
 
 def _check_worker() -> None:
@@ -199,7 +235,7 @@ def _check_worker() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Store, embedded Redis and logs [$DREAMQ_DATA_DIR or ./data].")
 def up_command(host: str, port: int, workers: int, data_dir: Path | None) -> None:
-    """Run the whole service: embedded Redis (unless DREAMQ_REDIS_URL), web, workers."""
+    """Run the whole service: embedded Redis (unless DREAMQ_REDIS_URL or DREAMQ_REDIS_SENTINELS), web, workers."""
     if workers:
         _need_worker_extra("up", hint=", or `dreamq up --workers 0` for the web alone")
     from dreamq.up import up

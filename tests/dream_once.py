@@ -24,7 +24,7 @@ def main(argv):
     from worker.models import load_model
 
     params = parse_params(json.loads(params_json))
-    dreamer = Dreamer(load_model(model, weights))
+    dreamer = Dreamer(load_model(model, weights), shape_buckets=0)  # the seed's shapes on every backend
     image = np.load(src)
 
     layers = tuple(params.layers)

@@ -16,6 +16,9 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
               413: "upload_too_large", 415: "unsupported_media_type", 429: "rate_limited"}
 
 
+# Redis' answers while Sentinel moves the master (web/errors.py ``refused``): the client may retry.
+FAILOVER_ERRORS = ("READONLY", "MASTERDOWN", "NOREPLICAS")
+
 MAX_MESSAGE = 2000  # characters: far above any message of ours, far below an echoed upload
 
 
@@ -97,8 +100,19 @@ def register(app: Flask) -> None:
         return respond(ApiError(503, "redis_unavailable", "the job queue (Redis) is unreachable; try again shortly",
                                 headers={"Retry-After": "5"}))
 
-    app.register_error_handler(redis.exceptions.ConnectionError, unavailable)
+    app.register_error_handler(redis.exceptions.ConnectionError, unavailable)  # MasterNotFoundError too
     app.register_error_handler(redis.exceptions.TimeoutError, unavailable)
+
+    def refused(exc):
+        # A Sentinel failover, seen from a server that is no longer (or not yet) the master: READONLY
+        # (a demoted master; inside a script, the script's error quotes it), MASTERDOWN (a replica
+        # that lost its master), NOREPLICAS (min-replicas-to-write).  A 503, never a 500.
+        if isinstance(exc, (redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError)) or any(
+                word in str(exc) for word in FAILOVER_ERRORS):
+            return unavailable(exc)
+        return bug(exc)
+
+    app.register_error_handler(redis.exceptions.ResponseError, refused)
 
     def store_down(exc):
         app.logger.error("store unavailable: %s", exc)

@@ -14,6 +14,8 @@ from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 
+from shared.redis_client import connect
+
 from .errors import ApiError
 
 KEY_PREFIX = "dreamq:limits"
@@ -26,13 +28,18 @@ def client_key() -> str:
 
 
 def init_app(app: Flask, settings, redis_client=None) -> Limiter:
-    options = {"socket_timeout": 2, "socket_connect_timeout": 2}
+    # The counters go through a pool of ours (shared/redis_client.py: one server, or the master the
+    # sentinels name, never a replica), handed to the `limits` library's plain Redis storage: its
+    # own `redis+sentinel://` storage would read counters from replicas, which lag.
+    uri, options = "memory://", {}
     if redis_client is not None:  # the app's injected client: the same server and pool
-        options = {"connection_pool": redis_client.connection_pool}
+        uri, options = "redis://", {"connection_pool": redis_client.connection_pool}
+    elif settings.has_redis:
+        pool = connect(settings, socket_timeout=2, socket_connect_timeout=2).connection_pool
+        uri, options = "redis://", {"connection_pool": pool}
     # No route is decorated and no default limit is set: the limiter only keeps the counters.
     limiter = Limiter(client_key, app=app, strategy="fixed-window", key_prefix=KEY_PREFIX,
-                      storage_uri=settings.redis_url or "memory://",
-                      storage_options=options if settings.redis_url else {})
+                      storage_uri=uri, storage_options=options)
     app.extensions["dreamq.limiter"] = limiter
     return limiter
 

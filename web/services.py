@@ -5,6 +5,7 @@ import redis
 from flask import current_app
 
 from shared.jobs import Jobs
+from shared.redis_client import connect
 from shared.settings import Settings
 from shared.store import open_store
 from shared.webhooks import system_resolver
@@ -27,15 +28,20 @@ class Services:
     def redis(self) -> redis.Redis:
         # Created on first use (from_url does not connect), so the app starts while Redis is down.
         if self._redis is None:
-            if not self.settings.redis_url:
-                raise ApiError(503, "redis_unavailable", "DREAMQ_REDIS_URL is not set: the web has no queue")
-            self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            if not self.settings.has_redis:
+                raise ApiError(503, "redis_unavailable",
+                               "neither DREAMQ_REDIS_URL nor DREAMQ_REDIS_SENTINELS is set: the web has no queue")
+            self._redis = connect(self.settings, socket_timeout=2, socket_connect_timeout=2)
         return self._redis
 
     @property
     def state(self) -> Jobs:
         if self._state is None:
-            self._state = Jobs(self.redis, self.settings.job_ttl_s, store=self.store, celery=self.celery)
+            # replicas: a new job's record reaches that many replicas (WAIT) before its 202, so a
+            # Sentinel failover right after it keeps the job (docs/DEPLOYMENT.md, "Redis Sentinel").
+            self._state = Jobs(self.redis, self.settings.job_ttl_s, store=self.store, celery=self.celery,
+                               replicas=self.settings.wait_replicas,
+                               replicas_timeout_ms=self.settings.redis_wait_timeout_ms)
         return self._state
 
     @property

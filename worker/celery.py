@@ -5,7 +5,8 @@
     celery -A worker events / flower             # task and worker events
 
 Beside a `dreamq up`, with no DREAMQ_REDIS_URL, these find its embedded Redis in the data
-directory (./data, or DREAMQ_DATA_DIR; shared/queue.py ``broker_url``).
+directory (./data, or DREAMQ_DATA_DIR; shared/queue.py ``broker_url``); with
+DREAMQ_REDIS_SENTINELS, the master the sentinels name.
 
 ``dreamq worker`` runs the same app (worker/main.py).  Two bootsteps make a plain
 Celery worker a dreamq worker:
@@ -37,6 +38,23 @@ from shared.settings import Settings, get_settings
 from . import tasks
 
 log = logging.getLogger("dreamq.worker")
+
+
+def configure_compile_cache(settings: Settings) -> None:
+    """JAX compiles every new input shape: keep what it compiled on disk (DREAMQ_COMPILE_CACHE, else
+    the data directory), so that a restarted worker loads a shape it has seen instead of compiling it."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return
+    import jax
+
+    path = settings.compile_cache or settings.data_dir / "jax-cache"
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    # Every compiled program, however quick to compile: a new size's small resizes add up too.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def configure_threads(settings: Settings) -> None:
@@ -74,6 +92,7 @@ class WarmWorker(bootsteps.StartStopStep):
         worker = self.worker = Worker(app.dreamq_settings, app, device=app.dreamq_device)
         if worker.wait_for_redis():
             configure_threads(app.dreamq_settings)  # before TensorFlow runs its first op
+            configure_compile_cache(app.dreamq_settings)  # before JAX compiles the warm-up
             worker.heartbeat()  # visible (not ready) while models load
             worker.start_heartbeat()
             worker.load_models()  # before consuming: no job pays for a model load
@@ -116,7 +135,9 @@ class Consuming(bootsteps.StartStopStep):
 def create_app(settings: Settings | None = None, device: str | None = None) -> Celery:
     """The worker's Celery app: the shared configuration, the task, and the two bootsteps."""
     settings = settings or get_settings()
-    if not settings.redis_url:  # beside `dreamq up`: its embedded Redis, for the worker's records too
+    # Beside `dreamq up`: its embedded Redis, for the worker's records too.  Under Sentinel the
+    # records' client asks the sentinels as the broker does (shared/redis_client.py): nothing to copy.
+    if not settings.has_redis:
         settings = settings.model_copy(update={"redis_url": broker_url(settings)})
     app = make_celery(settings)
     tasks.register(app)

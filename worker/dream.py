@@ -90,6 +90,50 @@ def _normalize(grads):
     return grads / ops.maximum(ops.mean(ops.abs(grads)), 1e-6)
 
 
+# -- shape buckets ---------------------------------------------------------------------
+# The image is padded (edge pixels repeated) to a bucket's shape, its real pixels at the top left;
+# ``limits`` says where they end: one (rows, columns) per layer, the activation's size for the
+# unpadded image, then the image's own.  Inside them the loss reads what the unpadded image's
+# would (the border crop and the scaling included); only the layers' few rows and columns nearest
+# the padding see it.  The gradient outside the image is dropped, and normalised by the real
+# pixels' mean.
+
+def _inside(rows: int, cols: int, limit, margin: int = 0):
+    """A (rows, cols, 1) float mask: 1 from ``margin`` up to ``limit`` minus ``margin``."""
+    r = ops.expand_dims(ops.arange(rows), 1)
+    c = ops.expand_dims(ops.arange(cols), 0)
+    inside = (r >= margin) & (r < limit[0] - margin) & (c >= margin) & (c < limit[1] - margin)
+    return ops.expand_dims(ops.cast(inside, "float32"), -1)
+
+
+def masked_dream_loss(features, coeffs, limits):
+    """dream_loss of the unpadded image, read inside ``limits`` of the padded one's activations."""
+    if not isinstance(features, (list, tuple)):
+        features = [features]
+    loss = ops.zeros(())
+    for i, activation in enumerate(features):
+        activation = ops.cast(activation, "float32")
+        rows, cols, channels = activation.shape[1:]
+        scaling = ops.cast(limits[i][0] * limits[i][1] * channels, "float32")
+        inside = _inside(rows, cols, limits[i], margin=2)
+        loss = loss + coeffs[i] * ops.sum(ops.square(activation[0]) * inside) / scaling
+    return loss
+
+
+def _normalize_inside(grads, limit):
+    """_normalize over the image's real pixels; zero outside them."""
+    grads = grads * _inside(grads.shape[1], grads.shape[2], limit)
+    count = ops.cast(limit[0] * limit[1] * grads.shape[-1], "float32")
+    return grads / ops.maximum(ops.sum(ops.abs(grads)) / count, 1e-6)
+
+
+def bucket_shape(shape: tuple[int, int], bucket: int) -> tuple[int, int]:
+    """The next multiple of ``bucket`` on each side (``bucket`` 0: the shape itself)."""
+    if not bucket:
+        return shape
+    return tuple(-(-side // bucket) * bucket for side in shape)
+
+
 def make_gradient_fns(extractor, objective=dream_loss, target_shape=(None,)):
     """Compile, once for any image size, the two functions the engine needs:
 
@@ -141,6 +185,20 @@ def make_gradient_fns(extractor, objective=dream_loss, target_shape=(None,)):
             loss, grads = loss_and_grads(img, target)
             return loss, img + learning_rate * _normalize(grads)
 
+        if objective is dream_loss:
+            def masked_loss(img, target, limits):
+                features, _ = extractor.stateless_call(trainable, frozen, img, training=False)
+                return masked_dream_loss(features, target, limits)
+
+            masked_loss_and_grads = jax.value_and_grad(masked_loss)
+
+            # One compile per bucket shape: the real size inside it is data (``limits``), not shape.
+            @jax.jit
+            def bucket_step(img, target, learning_rate, limits):
+                loss, grads = masked_loss_and_grads(img, target, limits)
+                return loss, img + learning_rate * _normalize_inside(grads, limits[-1])
+
+            jax_step.bucket_step = bucket_step
         return jax_step, jax_gradient
     raise RuntimeError(f"dreamq supports the tensorflow and jax Keras backends, not {backend!r}")
 
@@ -189,10 +247,16 @@ class Dreamer:
     tile (``auto_tile_size``), which bounds memory for big pictures.
     """
 
-    def __init__(self, model: DreamModel, auto_tile_pixels: int | None = None, auto_tile_size: int = 512):
+    def __init__(self, model: DreamModel, auto_tile_pixels: int | None = None, auto_tile_size: int = 512,
+                 shape_buckets: int | None = None):
         self.model = model
         self.auto_tile_pixels = auto_tile_pixels
         self.auto_tile_size = auto_tile_size
+        # Shape buckets (see bucket_shape): where a new shape compiles (JAX), 64 px unless set.
+        if shape_buckets is None:
+            shape_buckets = 64 if keras.backend.backend() == "jax" else 0
+        self.shape_buckets = shape_buckets
+        self._limits: dict[tuple, np.ndarray] = {}
         self._networks = {"fp32": model.network}
         self._fns: dict[tuple, tuple[Callable, Callable]] = {}
         self._guided: dict[tuple, tuple[Callable, Callable, keras.Model]] = {}
@@ -245,6 +309,18 @@ class Dreamer:
 
     def gradient_step(self, layers: tuple[str, ...], precision: str = "fp32"):
         return self.gradient_fns(layers, precision)[0]
+
+    def limits(self, layers: tuple[str, ...], shape: tuple[int, int], precision: str = "fp32") -> np.ndarray:
+        """The bucket step's ``limits`` for an image of ``shape``: each layer's activation size, then
+        the image's (computed from the network's shapes, not by running it)."""
+        key = (layers, shape)
+        if key not in self._limits:
+            net = self.network(precision)
+            extractor = keras.Model(net.inputs, [net.get_layer(name).output for name in layers])
+            out = extractor.compute_output_shape((1, *shape, 3))
+            out = out if isinstance(out, list) else [out]
+            self._limits[key] = np.array([o[1:3] for o in out] + [shape], np.int32)
+        return self._limits[key]
 
     def warm_up(self, layers: tuple[str, ...] | None = None, side: int = 128, precisions=("fp32",)) -> None:
         """Build and run the step once so that the first job pays no compile time."""
@@ -359,12 +435,27 @@ class Dreamer:
             raise ValueError(f"the image is {image.shape[1]}x{image.shape[0]}, below the {min_side} px minimum")
         shrunk_original = resize(original, shapes[0])
 
+        # Buckets: only the plain step (no tiles, jitter or guide), and only where the backend has one.
+        bucket_step = getattr(self.gradient_step(layers, params.precision), "bucket_step", None)
+        bucketed = bool(self.shape_buckets and bucket_step and tile is None and not params.jitter and guide is None)
+        if bucketed:
+            coeffs = ops.convert_to_tensor(np.array([params.layers[n] for n in layers], np.float32))
+            learning_rate = ops.convert_to_tensor(np.float32(params.step))
+
         def gradient_ascent_loop(img, octave: int):
+            if bucketed:  # padded to the bucket's shape here, cropped back after the octave's steps
+                h, w = img.shape[1:3]
+                big_h, big_w = bucket_shape((h, w), self.shape_buckets)
+                limits = ops.convert_to_tensor(self.limits(layers, (h, w), params.precision))
+                img = ops.pad(img, [[0, 0], [0, big_h - h], [0, big_w - w], [0, 0]], mode="edge")
+                step = lambda x: bucket_step(x, coeffs, learning_rate, limits)  # noqa: E731
+            else:
+                step = ascend
             for i in range(params.iterations):
                 if should_cancel is not None and should_cancel():
                     raise Canceled()
                 t0 = time.perf_counter()
-                loss, img = ascend(img)
+                loss, img = step(img)
                 loss = float(loss)  # waits for the step: the seed's max_loss test needs its value
                 clock["steps_s"] += time.perf_counter() - t0
                 if not math.isfinite(loss):  # the seed would go on with a NaN image
@@ -373,7 +464,7 @@ class Dreamer:
                     on_progress(Progress(octave, len(shapes), i, params.iterations, loss, time.perf_counter() - started))
                 if params.max_loss is not None and loss > params.max_loss:
                     break
-            return img
+            return img[:, :h, :w, :] if bucketed else img
 
         img, last = original, None
         for octave, shape in enumerate(shapes):

@@ -135,7 +135,7 @@ class Worker:
             t0 = time.perf_counter()
             try:
                 dreamer = Dreamer(load_model(name), auto_tile_pixels=self.settings.tile_above_pixels or None,
-                                  auto_tile_size=self.settings.tile_size)
+                                  auto_tile_size=self.settings.tile_size, shape_buckets=self.settings.shape_buckets)
                 dreamer.warm_up()
             except WeightsUnavailable as exc:
                 self.unavailable[name] = str(exc)

@@ -63,6 +63,7 @@ def _frozen_public(job):
         "error": job.error, "warnings": job.warnings,
         "metrics": {"queue_s": job.metrics.get("queue_s"), "run_s": job.metrics.get("run_s"), **job.metrics},
         "webhook": _frozen_webhook_json(job),
+        "priority": str(job.priority),  # issue 22: which of its owner's jobs goes first
     }
 
 
