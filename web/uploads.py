@@ -13,11 +13,13 @@ from flask import current_app
 from pydantic import BaseModel
 
 from shared.images import (
+    INPUT_PNG_LEVEL,
     ImageError,
     check_size,
     declared_pixels,
     decode_image,
     encode_png,
+    plain_png_size,
 )
 from shared.models import MODELS
 from shared.settings import Settings
@@ -55,7 +57,7 @@ def normalise(blob: bytes, guide_blob: bytes | None, params: BaseModel,
                        budget_s=settings.decode_budget_s)
     small = check_size(rgb.shape[0], rgb.shape[1], params)  # a warning when small octaves are skipped
     shape = rgb.shape[:2]
-    png = encode_png(rgb)  # the worker decodes this PNG again
+    png = as_png(blob, rgb)  # the worker decodes this PNG again
     del rgb
     guide_png = None
     if guide_blob is not None:
@@ -64,8 +66,17 @@ def normalise(blob: bytes, guide_blob: bytes | None, params: BaseModel,
         guide_rgb = guide_image_error(decode_image, guide_blob, max_pixels=settings.max_pixels,
                                       max_side=getattr(MODELS[params.model], "guide_side", None),
                                       budget_s=settings.decode_budget_s)
-        guide_png = encode_png(guide_rgb)
+        guide_png = as_png(guide_blob, guide_rgb)
     return png, small, shape, guide_png
+
+
+def as_png(blob: bytes, rgb) -> bytes:
+    """The PNG to store for an upload that decoded to ``rgb``: the upload itself when it is already a
+    plain 8-bit RGB PNG of that size (no resize, no metadata: re-encoding would copy its pixels, at
+    a few ms even for 128x128), else ``rgb`` encoded (at INPUT_PNG_LEVEL)."""
+    if plain_png_size(blob) == (rgb.shape[1], rgb.shape[0]):
+        return blob
+    return encode_png(rgb, compress_level=INPUT_PNG_LEVEL)
 
 
 def guide_image_error(fn, *args, **kwargs):

@@ -207,3 +207,44 @@ def test_only_the_documented_formats_are_opened(photo):
             with pytest.raises(ImageError) as err:
                 check(data)
             assert err.value.code == "unsupported_image"
+
+
+# -- an upload that is already a plain PNG is stored as it came (issue 22: no re-encode) --------
+
+def test_only_a_plain_rgb_png_counts_as_plain(photo):
+    from PIL import PngImagePlugin
+
+    rgb = Image.fromarray(photo[:48, :80])
+    plain = _encode(rgb, "PNG")
+    assert images.plain_png_size(plain) == (80, 48)
+    assert images.plain_png_size(_encode(rgb, "PNG", dpi=(72, 72))) == (80, 48)  # pHYs changes no pixel
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Author", "someone")
+    rotated = Image.Exif()
+    rotated[0x0112] = 6  # an orientation: decode_image turns the picture
+    interlaced = plain[:28] + b"\x01" + plain[29:]  # IHDR's interlace byte (Pillow writes none)
+    not_plain = [_encode(rgb, "PNG", pnginfo=text), _encode(rgb, "PNG", exif=rotated), _encode(rgb.convert("RGBA"), "PNG"),
+                 _encode(rgb.convert("P"), "PNG"), _encode(rgb.convert("L"), "PNG"), interlaced, plain + b"trailing",
+                 plain[:-12], _encode(rgb, "JPEG"), b"", plain[:8]]
+    assert [images.plain_png_size(data) for data in not_plain] == [None] * len(not_plain)
+
+
+def test_the_web_stores_a_plain_png_as_it_came_and_re_encodes_the_rest(photo):
+    from PIL import PngImagePlugin
+
+    from shared.settings import Settings
+    from web.uploads import normalise
+
+    params, settings = parse_params({"model": "vgg16_hed", "layers": "block3_conv3=1", "octaves": 1}), Settings()
+    plain = _encode(Image.fromarray(photo[:128, :128]), "PNG")
+    assert normalise(plain, None, params, settings)[0] is plain
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Author", "someone")
+    for upload in (_encode(Image.fromarray(photo[:128, :128]), "PNG", pnginfo=text),
+                   _encode(Image.fromarray(photo[:128, :128]), "JPEG", quality=95)):
+        stored = normalise(upload, None, params, settings)[0]
+        assert images.plain_png_size(stored) == (128, 128) and b"someone" not in stored
+        assert np.array_equal(decode_image(stored), decode_image(upload))  # the same pixels
+    big = _encode(Image.fromarray(photo[:300, :200]), "PNG")  # max_side: resized, so encoded again
+    stored = normalise(big, None, parse_params({"model": "vgg16_hed", "max_side": 150}), settings)[0]
+    assert images.plain_png_size(stored) == (100, 150)
