@@ -45,6 +45,7 @@ def engine_figures(args, device, image, gflop, model) -> None:
     import jax
 
     from shared.params import parse_params
+    from shared.settings import get_settings
     from worker.dream import Dreamer
 
     layers = ("mixed4", "mixed5", "mixed6", "mixed7")
@@ -53,7 +54,7 @@ def engine_figures(args, device, image, gflop, model) -> None:
         precision, matmul = MODES[name]
         # A fresh Dreamer per mode: the matmul precision is read when the step is traced.
         jax.config.update("jax_default_matmul_precision", matmul)
-        dreamer = Dreamer(model)
+        dreamer = Dreamer(model, shape_buckets=get_settings().shape_buckets)  # as a worker would
         params = parse_params({"iterations": args.iterations, "max_loss": "none", "precision": precision})
         t0 = time.perf_counter()
         dreamer.dream(image, params)  # first job compiles for these shapes

@@ -273,7 +273,6 @@ def fill(r, settings, depth: int, finished: int, bob_owner: str, batch: int = 10
         made = []
         for i in range(start, start + n):
             job = real.new(dict(params), owner=owners[i % len(owners)])
-            job.input_url = store.url_of(job.id, spec.file("input"))  # as Jobs.submit keeps it
             made.append(job)
         outcomes = real.save_new_many(made)  # try_save_new's own script, for each job
         assert all(o == "ok" for o in outcomes), outcomes[:5]
@@ -294,7 +293,7 @@ def fill(r, settings, depth: int, finished: int, bob_owner: str, batch: int = 10
             c = oldest + i * (2 * 86400 / max(finished, 1))
             made.append(job.model_copy(update={
                 "status": SUCCEEDED, "created_at": c, "enqueued_at": c, "started_at": c + 1.0, "finished_at": c + 5.0,
-                "attempts": 1, "worker": "bench:1", "input_url": store.url_of(job.id, spec.file("input")),
+                "attempts": 1, "worker": "bench:1",
                 "result_url": store.url_of(job.id, spec.file("result")),
                 "metrics": {"queue_s": 1.0, "run_s": 4.0, "dream_s": 3.9}}))
         real.save_finished_many(made)  # save_finished's own writes, for each job

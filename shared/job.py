@@ -12,6 +12,7 @@ schema is the OpenAPI document's ``Job`` (``openapi_schemas``; web/openapi.py).
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -105,6 +106,9 @@ class Job(BaseModel):
     # Whose share of the workers the job uses (shared/jobs.py, "Fair share"): kept only when it is not
     # the owner, i.e. the client's address in open mode.  ``share_key`` is the one to use.
     share: str | None = None
+    # Jobs queued with the same key may run as one batch (shared/jobs.py, "Batching"): the kind's
+    # batch_key of the job's parameters and picture; None: never batched.  Not shown to clients.
+    batch_key: str | None = None
 
     @property
     def share_key(self) -> str:
@@ -142,9 +146,10 @@ class Job(BaseModel):
         flags as ``1``/``0``, a missing value as ``""``.  ``sparse``: only the fields that differ
         from their default (a missing field reads as its default), so a queued record stays small."""
         out: dict[str, str | int | float] = {}
-        for name, field in type(self).model_fields.items():
+        defaults = _defaults(type(self))
+        for name in type(self).model_fields:
             value = getattr(self, name)
-            if sparse and name != "id" and value == field.get_default(call_default_factory=True):
+            if sparse and name != "id" and value == defaults[name]:
                 continue
             if name in JSON_FIELDS:
                 out[name] = "" if value is None else dumps(value)
@@ -164,6 +169,12 @@ class Job(BaseModel):
         """Where the job's events go and every delivery attempt so far; null without a webhook."""
         state = _webhook_state(self)
         return None if state is None else state.model_dump(mode="json", exclude_unset=True)
+
+
+@functools.cache
+def _defaults(cls) -> dict[str, Any]:
+    """Each field's default, computed once: pydantic inspects a default factory on every call (0.3 ms a record)."""
+    return {name: f.get_default(call_default_factory=True) for name, f in cls.model_fields.items()}
 
 
 def _json_field(annotation: Any) -> bool:

@@ -34,7 +34,17 @@ The count stays right: every queued job sent one message, every pick uses one me
 one job, and a job canceled while queued drops its own message when it is still in the list (when
 it is not, the message it "owned" ran another job, and the one left over finds nothing to pick).
 So the messages are never fewer than the queued jobs; one left over is acked as ``skipped``.  A
+batch (``pick_batch``, below) starts several jobs on one message: the others' messages stay in the list,
+so the count still holds, and each of them, later, picks the next fair job or is skipped.  A
 job whose message is lost is found by the stranded re-dispatch (worker/worker.py), as before.
+
+Batching
+--------
+With DREAMQ_BATCH above 1, a worker's pick goes on after the first job: while the next fair pick
+(the owner with the least virtual time, its head job) is queued with the same non-empty
+``batch_key`` (kind image: model, shape and step parameters; shared/kinds/image.py), it starts
+that job too, up to DREAMQ_BATCH jobs, each exactly as the first (attempts, virtual time).  So a
+batch takes jobs in fair order and stops at the first that could not join it.
 """
 from __future__ import annotations
 
@@ -188,7 +198,9 @@ return 'queued'
 # A worker got a message: start the next job of the owner with the least virtual time (see the
 # module's doc).  KEYS: FAIR_OWNERS, FAIR_CLOCK, FAIR_WEIGHTS, QUEUED, RUNNING, then the message's
 # own job hash.  ARGV: worker, now, owner-queue prefix, job-key prefix, the message's job id and
-# dispatch token.  Returns the started job's id, or false.  An entry whose job is no longer queued
+# dispatch token, and the most jobs to start (a batch, "Batching").  Returns the started jobs' ids
+# (empty: none).  After the first, it goes on while the next fair pick is queued with the first's
+# (non-empty) batch_key, each started exactly as the first.  An entry whose job is no longer queued
 # (expired, or left behind) is dropped on the way.  When no owner has a job queued, the message's
 # own job starts if its token is current: a job queued before fair share (no owner queue) still runs.
 _PICK = _FAIR + """
@@ -199,7 +211,10 @@ local function start(jkey, id)
   redis.call('ZREM', KEYS[4], id)
   redis.call('ZADD', KEYS[5], ARGV[2], id)
 end
+local most = tonumber(ARGV[7] or '1') or 1
+local picked, key = {}, nil
 for _ = 1, 1000 do
+  if #picked >= most then break end
   local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   if #top == 0 then break end
   local share, vt = top[1], tonumber(top[2])
@@ -210,23 +225,30 @@ for _ = 1, 1000 do
   else
     local id = head[1]
     local jkey = ARGV[4] .. id
+    local queued = redis.call('HGET', jkey, 'status') == 'queued'
+    if queued and #picked > 0 and redis.call('HGET', jkey, 'batch_key') ~= key then break end
     leave(KEYS[1], ARGV[3], share, id)
-    if redis.call('HGET', jkey, 'status') == 'queued' then
+    if queued then
       local w = tonumber(redis.call('HGET', KEYS[3], share) or '1') or 1
       if w <= 0 then w = 1 end
       if redis.call('ZSCORE', KEYS[1], share) then redis.call('ZADD', KEYS[1], vt + 1 / w, share) end
       redis.call('SET', KEYS[2], vt)
       start(jkey, id)
-      return id
+      table.insert(picked, id)
+      if #picked == 1 then
+        key = redis.call('HGET', jkey, 'batch_key')
+        if not key or key == '' then break end
+      end
     end
   end
 end
+if #picked > 0 then return picked end
 local s = redis.call('HGET', KEYS[6], 'status')
 if s == 'queued' and redis.call('HGET', KEYS[6], 'dispatch') == ARGV[6] then
   start(KEYS[6], ARGV[5])
-  return ARGV[5]
+  return {ARGV[5]}
 end
-return false
+return {}
 """
 
 # A queued job whose broker message is gone gets a new dispatch token, so that a new message
@@ -329,7 +351,8 @@ class Jobs:
     def submit(self, params, input_png: bytes, *, kind: str = DEFAULT_KIND, owner: str | None = None,
                client: str | None = None, warnings: list[str] | None = None, max_queued: int = 0,
                max_per_client: int = 0, files: dict[str, bytes] | None = None, webhook: dict | None = None,
-               before_enqueue: Callable[[str], None] | None = None, priority: str = Priority.INTERACTIVE) -> Job:
+               before_enqueue: Callable[[str], None] | None = None, priority: str = Priority.INTERACTIVE,
+               batch_key: str | None = None) -> Job:
         """Queue a job: validate its parameters, store its input, write its record, send its message.
 
         ``params``: the kind's parameters (a model instance, or raw values to validate:
@@ -340,7 +363,8 @@ class Jobs:
         Raises SubmitRefused (``queue_full``, ``client_full``, ``not_queued``) with nothing
         kept.  ``before_enqueue(job_id)``: called between the record and the message (tests
         use it to lose the message on purpose).  ``priority``: ``interactive`` or ``batch``, within
-        the owner's share; the share is the owner's, else (open mode) the client's.
+        the owner's share; the share is the owner's, else (open mode) the client's.  ``batch_key``:
+        jobs queued with the same key may run as one batch (the kind's ``batch_key``; "Batching").
         """
         spec = get_kind(kind)
         if spec is None:
@@ -350,9 +374,9 @@ class Jobs:
         if not isinstance(params, spec.params):
             params = spec.parse(dict(params))
         job = self.new(params.model_dump(), kind=spec.name, warnings=warnings, owner=owner, client=client,
-                       priority=priority)
+                       priority=priority, batch_key=batch_key)
         job.webhook = webhook or None
-        job.input_url = self.store.put(job.id, spec.file("input"), input_png)
+        self.store.put(job.id, spec.file("input"), input_png)  # not kept in the record: read by the folder and kind
         for role, data in (files or {}).items():
             self.store.put(job.id, spec.file(role), data)  # KeyError: a role the kind does not declare
         outcome = self.try_save_new(job, max_queued=max_queued, client=client, max_per_client=max_per_client)
@@ -378,13 +402,13 @@ class Jobs:
 
     def new(self, params: dict[str, Any], job_id: str | None = None, warnings: list[str] | None = None,
             kind: str = DEFAULT_KIND, owner: str | None = None, client: str | None = None,
-            priority: str = Priority.INTERACTIVE) -> Job:
+            priority: str = Priority.INTERACTIVE, batch_key: str | None = None) -> Job:
         """A queued job record, not yet saved (``try_save_new``).  Its fair share is its owner's, else
         (no tokens) its client's."""
         now = time.time()
         return Job(id=job_id or str(uuid.uuid4()), status=QUEUED, params=params, created_at=now, kind=kind,
                    enqueued_at=now, dispatch=uuid.uuid4().hex, warnings=list(warnings or []), owner=owner,
-                   share=None if owner else client, priority=priority)
+                   share=None if owner else client, priority=priority, batch_key=batch_key or None)
 
     create = new  # the name the tests and benches know
 
@@ -585,14 +609,20 @@ class Jobs:
         """A message reached ``worker``: start the fairest queued job (see "Fair share"), and return its
         id; None when no job is queued.  ``job_id`` and ``dispatch``: the message's own, started only
         when no owner queue holds a job (a job queued by an older version)."""
+        picked = self.pick_batch(worker, 1, job_id, dispatch)
+        return picked[0] if picked else None
+
+    def pick_batch(self, worker: str, n: int, job_id: str = "", dispatch: str = "") -> list[str]:
+        """``pick``, then up to ``n`` jobs in all while the next fair pick shares the first's batch key
+        (see "Batching"): the ids started, in fair order; empty when no job is queued."""
         picked = self._pick(keys=[keys.FAIR_OWNERS, keys.FAIR_CLOCK, keys.FAIR_WEIGHTS, keys.QUEUED_JOBS,
                                   keys.RUNNING_JOBS, keys.job(job_id)],
-                            args=[worker, time.time(), keys.FAIR_QUEUE_PREFIX, keys.job(""), job_id, dispatch])
-        if not picked:
-            return None
-        picked = picked.decode()
-        job_started.send(self, job_id=picked, worker=worker)
-        return picked
+                            args=[worker, time.time(), keys.FAIR_QUEUE_PREFIX, keys.job(""), job_id, dispatch,
+                                  max(1, int(n))])
+        ids = [i.decode() for i in picked or []]
+        for picked_id in ids:
+            job_started.send(self, job_id=picked_id, worker=worker)
+        return ids
 
     def set_weight(self, share: str, weight: float | None) -> None:
         """An owner's share of the workers against the others' (1 by default); None: back to 1."""
@@ -678,12 +708,12 @@ class Jobs:
 
     def running(self) -> list[tuple[str, str | None]]:
         """(job id, worker) of every job marked running."""
-        out = []
-        for raw_id in self.r.zrange(keys.RUNNING_JOBS, 0, -1):
-            job_id = raw_id.decode()
-            worker = self.r.hget(keys.job(job_id), "worker")
-            out.append((job_id, worker.decode() if worker else None))
-        return out
+        ids = [raw.decode() for raw in self.r.zrange(keys.RUNNING_JOBS, 0, -1)]
+        with self.r.pipeline(transaction=False) as p:
+            for job_id in ids:
+                p.hget(keys.job(job_id), "worker")
+            workers = p.execute()
+        return [(job_id, worker.decode() if worker else None) for job_id, worker in zip(ids, workers)]
 
     def dispatched_before(self, cutoff: float, limit: int = 1000) -> list[str]:
         """Queued jobs whose current message was sent before ``cutoff`` (a time), oldest first."""

@@ -25,6 +25,7 @@ FAIR_QUEUE_PREFIX = f"{PREFIX}:fair:queue:"
 
 # Worker heartbeats: the set of ids, and one expiring JSON record per worker.
 WORKERS = f"{PREFIX}:workers"
+RECOVERY_LEASE = f"{PREFIX}:recovery"  # held for one heartbeat period by the worker that looks for lost jobs
 
 # Metrics counters (web/metrics.py reads them; see there).
 STATS = f"{PREFIX}:stats"

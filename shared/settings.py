@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         "Starts of a job whose worker is lost (its heartbeat expired) before the job fails with `worker_lost`."))
     max_queued: int = Field(1000, ge=1, description=(
         "Above this many queued jobs, submissions get 503 with `Retry-After`."))
+    batch: int = Field(1, ge=1, le=64, description=(
+        "A free worker takes up to this many queued jobs of one model, picture shape and step parameters "
+        "(kind image; no jitter, tiles or guide) in fair order and dreams them as one batch; each keeps its "
+        "own progress, previews, cancel and attempts. 1: one job at a time."))
     progress_interval_s: float = Field(0.25, ge=0, description=(
         "A worker writes a job's progress at most once per this many seconds (0.25: 4 a second)."))
     # Zoom videos (kind=zoom): so that no single video holds a worker for hours: the default

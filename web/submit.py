@@ -65,7 +65,8 @@ def submit_from_request() -> Job:
         job = svc.state.submit(params, png, kind=kind.name, owner=request_owner(), client=client_key(),
                                warnings=([small] if small else []) + no_worker, max_queued=svc.settings.max_queued,
                                max_per_client=svc.settings.max_queued_per_client,
-                               files=extra, webhook=webhook, before_enqueue=note_key)
+                               files=extra, webhook=webhook, before_enqueue=note_key, priority=form.priority,
+                               batch_key=kind.batch_key_of(params, height, width, guide_png is not None))
     except SubmitRefused as exc:
         if exc.reason == "queue_full":
             raise queue_full() from None

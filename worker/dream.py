@@ -134,6 +134,72 @@ def bucket_shape(shape: tuple[int, int], bucket: int) -> tuple[int, int]:
     return tuple(-(-side // bucket) * bucket for side in shape)
 
 
+def dream_losses(features, coeffs):
+    """dream_loss of each sample of a batch, ``(N,)``: each scaled by its own activation size, as
+    its single run's loss is (the samples never mix: the networks have no batch statistics)."""
+    if not isinstance(features, (list, tuple)):
+        features = [features]
+    loss = None
+    for i, activation in enumerate(features):
+        activation = ops.cast(activation, "float32")
+        per_sample = ops.cast(ops.size(activation[0]), "float32")
+        term = coeffs[i] * ops.sum(ops.square(activation[:, 2:-2, 2:-2, :]), axis=(1, 2, 3)) / per_sample
+        loss = term if loss is None else loss + term
+    return loss
+
+
+def make_batch_step(extractor):
+    """Compile the batched plain step, ``(imgs, coeffs, learning_rate, active) -> (losses, imgs)``:
+    the seed's step on each sample of ``imgs`` ``(N, H, W, 3)`` at once, for any N and size, each
+    sample's gradient normalised by its own mean absolute value; the update of a sample whose
+    ``active`` is 0 is dropped (its octave ended at max_loss)."""
+    backend = keras.backend.backend()
+
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
+                                      tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.float32),
+                                      tf.TensorSpec([None], tf.float32)])
+        def step(imgs, coeffs, learning_rate, active):
+            with tf.GradientTape() as tape:
+                tape.watch(imgs)
+                losses = dream_losses(extractor(imgs), coeffs)
+                total = tf.reduce_sum(losses)  # samples are independent: each one's gradient is its own loss's
+            grads = tape.gradient(total, imgs)
+            # Each sample's _normalize exactly as its single step computes it (the same reduction over
+            # a (1, H, W, 3) tensor): a mean over axes 1-3 of the batch rounds differently in the last
+            # bit, which the steps amplify into visible differences.
+            normalized = tf.map_fn(lambda g: _normalize(g[None])[0], grads)
+            update = learning_rate * normalized * tf.reshape(active, [-1, 1, 1, 1])
+            return losses, imgs + update
+
+        return step
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in extractor.trainable_variables]
+        frozen = [v.value for v in extractor.non_trainable_variables]
+
+        def total_loss(imgs, coeffs):
+            features, _ = extractor.stateless_call(trainable, frozen, imgs, training=False)
+            losses = dream_losses(features, coeffs)
+            return ops.sum(losses), losses
+
+        grad_fn = jax.value_and_grad(total_loss, has_aux=True)
+
+        @jax.jit  # traced once per batch shape
+        def jax_step(imgs, coeffs, learning_rate, active):
+            (_, losses), grads = grad_fn(imgs, coeffs)
+            # Each sample's _normalize as its single step computes it (see the TensorFlow step).
+            normalized = ops.concatenate([_normalize(grads[i:i + 1]) for i in range(grads.shape[0])], axis=0)
+            update = learning_rate * normalized * ops.reshape(active, (-1, 1, 1, 1))
+            return losses, imgs + update
+
+        return jax_step
+    raise RuntimeError(f"dreamq supports the tensorflow and jax Keras backends, not {backend!r}")
+
+
 def make_gradient_fns(extractor, objective=dream_loss, target_shape=(None,)):
     """Compile, once for any image size, the two functions the engine needs:
 
@@ -260,6 +326,7 @@ class Dreamer:
         self._networks = {"fp32": model.network}
         self._fns: dict[tuple, tuple[Callable, Callable]] = {}
         self._guided: dict[tuple, tuple[Callable, Callable, keras.Model]] = {}
+        self._batch_steps: dict[tuple, Callable] = {}
 
     def network(self, precision: str):
         if precision not in self._networks:
@@ -274,6 +341,29 @@ class Dreamer:
             extractor = keras.Model(net.inputs, [net.get_layer(name).output for name in layers])
             self._fns[key] = make_gradient_fns(extractor)
         return self._fns[key]
+
+    def batch_step(self, layers: tuple[str, ...], precision: str = "fp32"):
+        """The compiled batched plain step (make_batch_step) for these layers and precision."""
+        key = (layers, precision)
+        if key not in self._batch_steps:
+            net = self.network(precision)
+            extractor = keras.Model(net.inputs, [net.get_layer(name).output for name in layers])
+            self._batch_steps[key] = make_batch_step(extractor)
+        return self._batch_steps[key]
+
+    def can_batch(self, shape: tuple[int, int], params: DreamParams) -> bool:
+        """Whether ``dream_batch`` runs images of this shape with these parameters as ``dream`` would:
+        only the plain step (no tiles, auto or asked, no jitter; a guide is the caller's to leave out),
+        and no shape buckets: ``dream`` would pad to a bucket (JAX's default), which changes the result
+        by a few levels, so a batch would not equal the jobs run one by one (DREAMQ_SHAPE_BUCKETS=0 batches)."""
+        if params.tile_size is not None or params.jitter:
+            return False
+        if self.auto_tile_pixels and shape[0] * shape[1] > self.auto_tile_pixels:
+            return False
+        precision = params.precision if params.precision in ("fp32", "bf16") else "fp32"
+        bucketed = self.shape_buckets and getattr(self.gradient_step(tuple(params.layers), precision),
+                                                  "bucket_step", None)
+        return not bucketed
 
     def guide_layer(self, params: DreamParams) -> str:
         return params.guide_layer or self.model.spec.guide_layer
@@ -483,3 +573,122 @@ class Dreamer:
                 clock["preview_s"] += time.perf_counter() - t0
         # The last octave's preview is the result: copied to the host once (callbacks only read it).
         return last if last is not None else self.model.deprocess(ops.convert_to_numpy(img))
+
+    def dream_batch(
+        self,
+        images: list[np.ndarray],
+        params: DreamParams,
+        *,
+        on_progress: list[Callable[[Progress], None] | None] | None = None,
+        on_preview: list[Callable[[int, np.ndarray], None] | None] | None = None,
+        should_cancel: list[Callable[[], bool] | None] | None = None,
+        timings: list[dict[str, float] | None] | None = None,
+    ) -> list[np.ndarray | None | LossNotFinite]:
+        """``dream`` of several images of one shape with the same parameters (``seed`` aside: the plain
+        step draws nothing), as one batch: the same octave loop on an ``(N, H, W, 3)`` tensor, each
+        sample with its own loss, gradient normalisation and max_loss (a sample whose loss passed it
+        stops updating for the rest of the octave, as its own run would break).
+
+        The callbacks are one per image (or None), as ``dream``'s.  A sample whose ``should_cancel()``
+        returns True leaves the batch there and the others go on; its slot of the result is None.
+        A sample whose loss is not finite leaves it too, its slot the LossNotFinite.  ``timings``: each
+        image's dict gets the batch's seconds (every sample waited for the whole step).  No tiles, no
+        jitter, no guide, no shape buckets (``can_batch``).
+        """
+        n = len(images)
+        if n == 0:
+            return []
+        shape = images[0].shape
+        if any(image.shape != shape for image in images):
+            raise ValueError("dream_batch needs images of one shape")
+        if params.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16 here, not {params.precision!r}")
+        if not self.can_batch(shape[:2], params):
+            raise ValueError("dream_batch runs the plain step only (no tiles, no jitter, no shape buckets)")
+        on_progress = list(on_progress or [None] * n)
+        on_preview = list(on_preview or [None] * n)
+        should_cancel = list(should_cancel or [None] * n)
+        clocks = [c if c is not None else {} for c in (timings or [None] * n)]
+        for clock in clocks:
+            clock.setdefault("steps_s", 0.0)
+            clock.setdefault("preview_s", 0.0)
+        layers = tuple(params.layers)
+        step = self.batch_step(layers, params.precision)
+        coeffs = ops.convert_to_tensor(np.array([params.layers[name] for name in layers], np.float32))
+        learning_rate = ops.convert_to_tensor(np.float32(params.step))
+        started = time.perf_counter()
+
+        min_side = self.model.spec.min_side_for(layers)
+        shapes = dream_octave_shapes(shape[0], shape[1], params.octaves, params.octave_scale, min_side)
+        if not shapes:
+            raise ValueError(f"the image is {shape[1]}x{shape[0]}, below the {min_side} px minimum")
+        results: list = [None] * n
+        alive = list(range(n))  # the images still in the batch, in the tensors' order
+        original = ops.convert_to_tensor(self.model.preprocess(np.stack(images).astype(np.float32)))
+        shrunk_original = resize(original, shapes[0])
+        img = original
+
+        def keep(rows: list[int]) -> None:
+            """Keep only these rows (positions in ``alive``) of every tensor of the batch."""
+            nonlocal img, original, shrunk_original, alive
+            index = ops.convert_to_tensor(np.array(rows, np.int32))
+            img, original, shrunk_original = (ops.take(t, index, axis=0) for t in (img, original, shrunk_original))
+            alive = [alive[r] for r in rows]
+
+        for octave, octave_shape in enumerate(shapes):
+            img = resize(img, octave_shape)
+            active = np.ones(len(alive), np.float32)
+            for i in range(params.iterations):
+                # Cancel: polled before every step, as ``dream`` does; a canceled image leaves the batch.
+                gone = [r for r, j in enumerate(alive) if should_cancel[j] is not None and should_cancel[j]()]
+                if gone:
+                    rows = [r for r in range(len(alive)) if r not in gone]
+                    active = active[rows]
+                    keep(rows)
+                if not alive:
+                    return results
+                if not active.any():  # every sample passed max_loss: the octave ends
+                    break
+                t0 = time.perf_counter()
+                losses, img = step(img, coeffs, learning_rate, ops.convert_to_tensor(active))
+                losses = ops.convert_to_numpy(losses)  # waits for the step: max_loss needs the values
+                spent = time.perf_counter() - t0
+                bad = []
+                for r, j in enumerate(alive):
+                    clocks[j]["steps_s"] += spent
+                    if not active[r]:
+                        continue  # its octave ended: no progress, as its own run would have none
+                    loss = float(losses[r])
+                    if not math.isfinite(loss):
+                        results[j] = LossNotFinite(loss, octave, i)
+                        bad.append(r)
+                        continue
+                    if on_progress[j] is not None:
+                        on_progress[j](Progress(octave, len(shapes), i, params.iterations, loss,
+                                                time.perf_counter() - started))
+                    if params.max_loss is not None and loss > params.max_loss:
+                        active[r] = 0.0
+                if bad:
+                    rows = [r for r in range(len(alive)) if r not in bad]
+                    active = active[rows]
+                    keep(rows)
+                    if not alive:
+                        return results
+            upscaled_shrunk_original = resize(shrunk_original, octave_shape)
+            same_size_original = resize(original, octave_shape)
+            img = img + (same_size_original - upscaled_shrunk_original)
+            shrunk_original = resize(original, octave_shape)
+            if any(on_preview[j] is not None for j in alive) or octave == len(shapes) - 1:
+                t0 = time.perf_counter()
+                host = ops.convert_to_numpy(img)
+                pictures = [self.model.deprocess(host[r:r + 1]) for r in range(len(alive))]
+                for r, j in enumerate(alive):
+                    if on_preview[j] is not None:
+                        on_preview[j](octave, pictures[r])
+                spent = time.perf_counter() - t0
+                for j in alive:
+                    clocks[j]["preview_s"] += spent
+                if octave == len(shapes) - 1:
+                    for r, j in enumerate(alive):
+                        results[j] = pictures[r]
+        return results

@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -195,10 +196,21 @@ class Worker:
     def recover_lost_jobs(self) -> None:
         """Requeue running jobs whose worker's heartbeat has expired (it was killed).
 
-        Much sooner than Redis' visibility timeout, which must outlast the longest job.
+        Much sooner than Redis' visibility timeout, which must outlast the longest job.  One worker
+        of the fleet checks per heartbeat period (a lease in Redis): when every worker checked every
+        running job and heartbeat, the fleet's traffic grew as its square (docs/SCALING.md).
         """
-        for job_id, owner in self.jobs.running():
-            if owner == self.id or (owner and self.r.exists(keys.worker(owner))):
+        lease_ms = max(1, int(self.settings.heartbeat_s * 1000))
+        if not self.r.set(keys.RECOVERY_LEASE, self.id, nx=True, px=lease_ms):
+            return
+        running = self.jobs.running()
+        owners = sorted({owner for _, owner in running if owner and owner != self.id})
+        with self.r.pipeline(transaction=False) as p:
+            for owner in owners:
+                p.exists(keys.worker(owner))
+            alive = {owner for owner, live in zip(owners, p.execute()) if live}
+        for job_id, owner in running:
+            if owner == self.id or owner in alive:
                 continue
             outcome, token = self.jobs.requeue_lost(job_id, owner or "", self.settings.max_attempts)
             if outcome == QUEUED:
@@ -206,9 +218,13 @@ class Worker:
                 self.jobs.send(job_id, token)
             elif outcome == FAILED:
                 log.error("job %s: worker lost %d times, failed", job_id, self.settings.max_attempts)
-        for raw in self.r.smembers(keys.WORKERS):
-            if not self.r.exists(keys.worker(raw.decode())):
-                self.r.srem(keys.WORKERS, raw)
+        ids = list(self.r.smembers(keys.WORKERS))
+        with self.r.pipeline(transaction=False) as p:
+            for raw in ids:
+                p.exists(keys.worker(raw.decode()))
+            gone = [raw for raw, live in zip(ids, p.execute()) if not live]
+        if gone:
+            self.r.srem(keys.WORKERS, *gone)
 
     @property
     def stranded_after_s(self) -> float:
@@ -257,47 +273,58 @@ class Worker:
 
     def run(self, job_id: str, dispatch: str) -> str:
         """A message reached this worker: run the job that fair share picks (shared/jobs.py), which
-        may be another owner's than the message's; return what happened."""
+        may be another owner's than the message's; return what happened.  With DREAMQ_BATCH above 1,
+        the jobs that join it (shared/jobs.py, "Batching") run with it as one batch."""
         self.last_activity = time.time()  # a message reached us: the queue was not empty
-        picked = self.jobs.pick(self.id, job_id, dispatch)
-        if picked is None:
+        if self.settings.batch > 1:
+            picked = self.jobs.pick_batch(self.id, self.settings.batch, job_id, dispatch)
+        else:
+            one = self.jobs.pick(self.id, job_id, dispatch)
+            picked = [one] if one is not None else []
+        if not picked:
             # A message left over: its job was canceled, or ran on another message (a duplicate).
             log.info("message of job %s: no job queued, nothing started", job_id)
             return "skipped:empty"
-        if picked != job_id:
-            log.info("message of job %s: started job %s (fair share)", job_id, picked)
-        job_id = picked
-        self.current_job = job_id
+        if picked[0] != job_id:
+            log.info("message of job %s: started job %s (fair share)", job_id, picked[0])
+        if len(picked) > 1:
+            log.info("message of job %s: a batch of %d jobs: %s", job_id, len(picked), ", ".join(picked))
+        # The heartbeat names the first; recovery reads each job's own worker field, so a lost
+        # worker's whole batch goes back to the queue.
+        self.current_job = picked[0]
         self.heartbeat()
         try:
-            return self._run(job_id)
+            if len(picked) == 1:
+                return self._run(picked[0])
+            outcomes = self._run_batch(picked)
+            return f"batch:{len(picked)}:" + ",".join(outcomes)
         finally:
             self.current_job = None
             self.last_activity = time.time()
             self.heartbeat()
 
-    def _run(self, job_id: str) -> str:
+    def _fail(self, job_id: str, code: str, message: str, detail: object = None) -> str:
+        # ``message`` is a short sentence for whoever asked; the operator's detail (exception text,
+        # URLs, paths, settings) goes to the log and to the record's error.detail, which only admin
+        # tokens see (shared/job.py).
+        error = {"code": code, "message": message}
+        if detail:
+            error["detail"] = str(detail)[:MAX_DETAIL]
+        self.jobs.finish(job_id, self.id, FAILED, error=error)
+        log.warning("job %s failed: %s: %s%s", job_id, code, message, f" ({detail})" if detail else "")
+        return FAILED
+
+    def _prepare(self, job_id: str):
+        """The job, its kind, its validated parameters (precision resolved), that precision and the
+        engine; or, when it cannot run here, the outcome of failing it (a str)."""
         job = self.jobs.get(job_id)
-        started = time.monotonic()
-
-        def fail(code: str, message: str, detail: object = None) -> str:
-            # ``message`` is a short sentence for whoever asked; the operator's detail (exception text,
-            # URLs, paths, settings) goes to the log and to the record's error.detail, which only admin
-            # tokens see (shared/job.py).
-            error = {"code": code, "message": message}
-            if detail:
-                error["detail"] = str(detail)[:MAX_DETAIL]
-            self.jobs.finish(job_id, self.id, FAILED, error=error)
-            log.warning("job %s failed: %s: %s%s", job_id, code, message, f" ({detail})" if detail else "")
-            return FAILED
-
         kind = get_kind(job.kind)
         if kind is None:
-            return fail("invalid_params", f"this worker does not run jobs of kind {job.kind!r}")
+            return self._fail(job_id, "invalid_params", f"this worker does not run jobs of kind {job.kind!r}")
         try:
             params = kind.params.model_validate(job.params)
         except ValueError as exc:
-            return fail("invalid_params", "the job's parameters are invalid", exc)
+            return self._fail(job_id, "invalid_params", "the job's parameters are invalid", exc)
         precision = getattr(params, "precision", None)
         if precision is not None:
             from .device import resolve_precision
@@ -309,8 +336,13 @@ class Worker:
         engine = self.dreamers.get(params.model)
         if engine is None:
             why = self.unavailable.get(params.model, f"this worker does not load {params.model} (DREAMQ_MODELS)")
-            return fail("model_unavailable", f"the model {params.model} is not available on this server", why)
+            return self._fail(job_id, "model_unavailable", f"the model {params.model} is not available on this server",
+                              why)
+        return job, kind, params, precision, engine
 
+    def _context(self, job, kind, params, engine, started: float):
+        """The handler's Context for one job, its stop check and its preview writer."""
+        job_id = job.id
         files = Files(self.store, job_id, kind.files)
         stop = _StopCheck(self, job_id, started)
 
@@ -324,35 +356,113 @@ class Worker:
                       progress=_ProgressWriter(self, job_id), preview=previews, should_stop=stop,
                       record=lambda **fields: self.jobs.update(job_id, self.id, **fields),
                       weights=self.fingerprints.get(params.model), timings=timings)
+        return ctx, stop, previews
+
+    def _ended(self, job_id: str, exc: Exception, stop: _StopCheck) -> str:
+        """What a handler's exception makes of its job: stopped, or failed with the matching code."""
         from .dream import Canceled, LossNotFinite
 
+        if isinstance(exc, Canceled):
+            return self._stopped(job_id, stop.reason or "canceled")
+        if isinstance(exc, LossNotFinite):
+            return self._fail(job_id, "loss_not_finite",
+                              f"{exc}: float32 overflowed; lower the layer weights or the step")
+        if isinstance(exc, JobFailed):
+            return self._fail(job_id, exc.code, exc.message, exc.detail)
+        if isinstance(exc, StoreError):
+            return self._fail(job_id, "store_error", f"the image store failed (job {job_id}; details in the worker log)",
+                              exc)
+        # a bug or a device error: fail the job, keep the worker
+        if stop.reason:  # a callback failed because the job was being stopped: stopping wins
+            return self._stopped(job_id, stop.reason)
+        log.error("job %s crashed", job_id, exc_info=exc)
+        return self._fail(job_id, "internal_error", f"internal error (job {job_id}; details in the worker log)",
+                          f"{type(exc).__name__}: {exc}")
+
+    def _succeeded(self, ctx: Context, outcome: dict, precision, started: float, **metrics: Any) -> str:
+        job = ctx.job
+        ctx.progress.flush()
+        if precision is not None:
+            outcome.setdefault("precision", precision)
+        outcome["metrics"] = {**outcome.get("metrics", {}), **metrics, "timings": timing_metrics(job, ctx.timings)}
+        self.jobs.finish(job.id, self.id, SUCCEEDED, **outcome)
+        log.info("job %s succeeded in %.2fs", job.id, time.monotonic() - started)
+        return SUCCEEDED
+
+    def _run(self, job_id: str) -> str:
+        started = time.monotonic()
+        prepared = self._prepare(job_id)
+        if isinstance(prepared, str):
+            return prepared
+        job, kind, params, precision, engine = prepared
+        ctx, stop, previews = self._context(job, kind, params, engine, started)
         try:
             try:
                 outcome = HANDLERS[kind.name](ctx)
             finally:
-                with timed(timings, "store_s"):  # the last preview, if its write is still going on
+                with timed(ctx.timings, "store_s"):  # the last preview, if its write is still going on
                     previews.close()
-        except Canceled:
-            return self._stopped(job_id, stop.reason or "canceled")
-        except LossNotFinite as exc:
-            return fail("loss_not_finite", f"{exc}: float32 overflowed; lower the layer weights or the step")
-        except JobFailed as exc:
-            return fail(exc.code, exc.message, exc.detail)
-        except StoreError as exc:
-            return fail("store_error", f"the image store failed (job {job_id}; details in the worker log)", exc)
-        except Exception as exc:  # a bug or a device error: fail the job, keep the worker
-            if stop.reason:  # a callback failed because the job was being stopped: stopping wins
-                return self._stopped(job_id, stop.reason)
-            log.exception("job %s crashed", job_id)
-            return fail("internal_error", f"internal error (job {job_id}; details in the worker log)",
-                        f"{type(exc).__name__}: {exc}")
-        ctx.progress.flush()
-        if precision is not None:
-            outcome.setdefault("precision", precision)
-        outcome["metrics"] = {**outcome.get("metrics", {}), "timings": timing_metrics(job, timings)}
-        self.jobs.finish(job_id, self.id, SUCCEEDED, **outcome)
-        log.info("job %s succeeded in %.2fs", job_id, time.monotonic() - started)
-        return SUCCEEDED
+        except Exception as exc:  # noqa: BLE001 — _ended says what it makes of the job
+            return self._ended(job_id, exc, stop)
+        return self._succeeded(ctx, outcome, precision, started)
+
+    def _run_batch(self, job_ids: list[str]) -> list[str]:
+        """Several jobs picked together (shared/jobs.py, "Batching") run as one batch: each with its
+        own stop check, progress, previews and timings, one batched dream (the kind's ``run_batch``),
+        each finished on its own with ``metrics.batch``.  A job canceled leaves the others running; a
+        shutdown gives every unfinished one back to the queue.  Jobs that cannot join the batch (a
+        kind without ``run_batch``, another shape, a guide) run one by one after it, as ``_run``."""
+        started = time.monotonic()
+        outcomes: dict[str, str] = {}
+        members = []  # (job id, ctx, stop, previews, precision, loaded)
+        alone: list[str] = []
+        for job_id in job_ids:
+            prepared = self._prepare(job_id)
+            if isinstance(prepared, str):
+                outcomes[job_id] = prepared
+                continue
+            job, kind, params, precision, engine = prepared
+            # A handler module may batch: ``load``, ``can_batch`` and ``run_batch`` beside its ``run``.
+            handler = sys.modules[HANDLERS[kind.name].__module__]
+            if not hasattr(handler, "run_batch"):
+                alone.append(job_id)
+                continue
+            ctx, stop, previews = self._context(job, kind, params, engine, started)
+            try:
+                with timed(ctx.timings, "load_s"):
+                    loaded = handler.load(ctx)
+            except Exception as exc:  # noqa: BLE001
+                previews.close()
+                outcomes[job_id] = self._ended(job_id, exc, stop)
+                continue
+            members.append((job_id, ctx, stop, previews, precision, loaded, handler))
+        if members:
+            handler = members[0][6]
+            ctxs = [m[1] for m in members]
+            fits = (len({m[6] for m in members}) == 1 and handler.can_batch(ctxs, [m[5] for m in members]))
+            if not fits:
+                for m in members:
+                    m[3].close()
+                alone = [m[0] for m in members] + alone
+                members = []
+        if members:
+            try:
+                results = handler.run_batch([m[1] for m in members], [m[5][0] for m in members])
+            except Exception as exc:  # noqa: BLE001 — the batch failed: each job fails as its own run would
+                results = [exc] * len(members)
+            for (job_id, ctx, stop, previews, precision, _, _), result in zip(members, results):
+                with timed(ctx.timings, "store_s"):
+                    previews.close()
+                if isinstance(result, BaseException):
+                    outcomes[job_id] = self._ended(job_id, result, stop)
+                else:
+                    outcomes[job_id] = self._succeeded(ctx, result, precision, started, batch=len(members))
+        for job_id in alone:  # started with the batch: their own runs, one by one
+            if self.stopping.is_set():
+                outcomes[job_id] = self._stopped(job_id, "shutdown")
+            else:
+                outcomes[job_id] = self._run(job_id)
+        return [outcomes[job_id] for job_id in job_ids]
 
     def _stopped(self, job_id: str, reason: str) -> str:
         if reason == "canceled":

@@ -6,6 +6,9 @@ the guide's features (the google/deepdream notebook's guided dreams).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+
 from ..params import DreamParams, parse_params
 from .kind import Kind
 
@@ -15,9 +18,22 @@ def progress_before_start(params: dict) -> dict:
             "steps": params.get("iterations"), "loss": None, "eta_s": None}
 
 
+def batch_key(params, height: int, width: int, has_guide: bool) -> str | None:
+    """Jobs that one batched run dreams as each would alone (worker/dream.py ``dream_batch``): the same
+    model, picture shape and step parameters (the seed aside: the plain step draws nothing).  Only the
+    plain step batches: no jitter, no tiles, no guide."""
+    values = params.model_dump() if hasattr(params, "model_dump") else dict(params)
+    if values.get("jitter") or values.get("tile_size") is not None or has_guide:
+        return None
+    values.pop("seed", None)
+    text = json.dumps({"model": values.get("model"), "height": int(height), "width": int(width),
+                       "params": values}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 INPUT, PREVIEW, RESULT, GUIDE = "input.png", "preview.png", "result.png", "guide.png"  # in the job's store folder
 
 KIND = Kind(name="image", title="A picture", summary="one dreamed picture (the default)",
             params=DreamParams, parse=parse_params, result_types={"image/png": ".png"},
             files={"input": INPUT, "preview": PREVIEW, "result": RESULT, "guide": GUIDE},
-            media_type="image/png", progress=progress_before_start)
+            media_type="image/png", progress=progress_before_start, batch_key=batch_key)

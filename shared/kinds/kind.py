@@ -36,6 +36,9 @@ class Kind:
     # params -> (the result's name, its media type), for a result that depends on them;
     # None: files["result"] and media_type.
     result: Callable[[dict], tuple[str, str]] | None = None
+    # (params, height, width, has_guide) -> the job's batch key (jobs with equal keys may run as one
+    # batch: shared/jobs.py, "Batching"), or None for a job that never batches; None: the kind never does.
+    batch_key: Callable[[Any, int, int, bool], str | None] | None = None
 
     @property
     def has_frames(self) -> bool:
@@ -45,6 +48,10 @@ class Kind:
     @property
     def takes_guide(self) -> bool:
         return "guide" in self.files
+
+    def batch_key_of(self, params: Any, height: int, width: int, has_guide: bool) -> str | None:
+        """The job's batch key (``batch_key``), None when it never batches."""
+        return self.batch_key(params, height, width, has_guide) if self.batch_key else None
 
     def file(self, role: str, n: int | None = None) -> str:
         return file_name(self.files, role, n)

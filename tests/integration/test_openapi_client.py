@@ -102,7 +102,7 @@ def test_the_document_types_what_generators_read():
     assert form["properties"]["image"]["type"] == "string" and form["properties"]["image"]["format"] == "binary"
     # The photo, an optional guide, the kind, every field of every kind's parameters, and the options.
     kind_fields = {name for kind in KINDS.values() for name in kind.params.model_fields}
-    assert set(form["properties"]) == {"image", "guide", "kind", "cache", "webhook", "webhook_events_filter",
+    assert set(form["properties"]) == {"image", "guide", "kind", "cache", "webhook", "webhook_events_filter", "priority",
                                        *kind_fields}
     # No default a generator would send: the filter without a webhook is a 422.
     assert "default" not in form["properties"]["webhook_events_filter"]

@@ -71,6 +71,62 @@ def run(ctx: Context) -> dict:
     return {"result_url": url, "dream_s": round(dream_s, 4)}
 
 
+def can_batch(ctxs: list[Context], loaded: list[tuple[np.ndarray, np.ndarray | None]]) -> bool:
+    """Whether these jobs, their pictures and guides as ``load`` gave them, dream as one batch
+    (``run_batch``): one engine, one shape, the same parameters but the seed, no guide."""
+    first = ctxs[0]
+
+    def steps(ctx):
+        return {k: v for k, v in ctx.params.model_dump().items() if k != "seed"}
+
+    shapes = {image.shape for image, _ in loaded}
+    return (len(shapes) == 1 and all(guide is None for _, guide in loaded)
+            and all(ctx.engine is first.engine and steps(ctx) == steps(first) for ctx in ctxs)
+            and first.engine.can_batch(loaded[0][0].shape[:2], first.params))
+
+
+def run_batch(ctxs: list[Context], images: list[np.ndarray]) -> list[dict | BaseException]:
+    """``run`` of several jobs at once, their pictures (``load``) already decoded and ``can_batch``:
+    one batched dream (worker/dream.py ``dream_batch``), then each result encoded and stored.  One
+    outcome per job: ``run``'s dict, or the exception its own run would have raised (Canceled,
+    LossNotFinite, StoreError...)."""
+    from ..dream import Canceled
+
+    etas = [Eta(*image.shape[:2], ctx.params) for ctx, image in zip(ctxs, images)]
+
+    def progress(ctx, eta):
+        return lambda p: ctx.progress(progress_fields(p, eta), final=p.step == p.steps - 1)
+
+    def preview(ctx):
+        return lambda octave, rgb: ctx.preview(rgb)
+
+    started = time.monotonic()
+    results = ctxs[0].engine.dream_batch(
+        images, ctxs[0].params, on_progress=[progress(ctx, eta) for ctx, eta in zip(ctxs, etas)],
+        on_preview=[preview(ctx) for ctx in ctxs], should_cancel=[ctx.should_stop for ctx in ctxs],
+        timings=[ctx.timings for ctx in ctxs])
+    dream_s = time.monotonic() - started
+    outcomes: list[dict | BaseException] = []
+    for ctx, result in zip(ctxs, results):
+        if result is None:
+            outcomes.append(Canceled())
+            continue
+        if isinstance(result, BaseException):
+            outcomes.append(result)
+            continue
+        try:
+            with timed(ctx.timings, "encode_s"):
+                png = encode_png(result, png_info(KIND.name, ctx.params, ctx.weights),
+                                 compress_level=RESULT_PNG_LEVEL)
+            with timed(ctx.timings, "store_s"):
+                url = ctx.files.put("result", png)
+        except Exception as exc:  # noqa: BLE001 — this job's failure, not its batch's
+            outcomes.append(exc)
+            continue
+        outcomes.append({"result_url": url, "dream_s": round(dream_s, 4)})
+    return outcomes
+
+
 def load(ctx: Context) -> tuple[np.ndarray, np.ndarray | None]:
     """The job's photo and guide (or None), decoded; JobFailed when they cannot be read."""
     try:
