@@ -3,7 +3,7 @@
 # no network.  dreamq's small pure-Python dependencies travel as wheels:
 #   here:   bash bench/gpu_check.sh --download   (fills bench/wheels/, ~15 MB, same versions as here)
 #   there:  bash bench/gpu_check.sh              (installs from bench/wheels/, runs bench.gpu_check --e2e)
-#           bash bench/gpu_check.sh --workers    (bench.overhead and bench.buckets: issue 23's worker figures)
+#           bash bench/gpu_check.sh --workers    (bench.overhead, bench.buckets, bench.batch: issue 23's worker figures)
 # GPU_PYTHON_VERSION: the GPU machine's Python (3.12 on the lent H200s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,10 +42,11 @@ python3 -m pip install --quiet --no-index --no-deps --no-compile --upgrade --tar
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,compute_cap,driver_version --format=csv,noheader 2>/dev/null || true
 if [ "${1:-}" = "--workers" ]; then
-    # Issue 23's figures: what a worker adds around the engine (metrics.timings, run_s / engine), and the
+    # Issue 23's figures: what a worker adds around the engine (metrics.timings, run_s / engine), batching, and the
     # first job of a new photo size with shape buckets and after a restart (the persistent compile cache).
     timeout "${GPU_CHECK_TIMEOUT:-270}" python3 -m bench.overhead --repeat 2 --max-loss none
     timeout "${GPU_CHECK_TIMEOUT:-270}" python3 -m bench.buckets
+    timeout "${GPU_CHECK_TIMEOUT:-270}" python3 -m bench.batch --jobs 8
     exit 0
 fi
 timeout "${GPU_CHECK_TIMEOUT:-480}" python3 -m bench.gpu_check "${@:---e2e}"

@@ -22,9 +22,12 @@ def main(cache_dir: str, bucket: str, *sizes: str) -> None:
     from worker.dream import Dreamer
     from worker.models import load_model
 
-    jax.config.update("jax_compilation_cache_dir", cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    from pathlib import Path
+
+    from shared.settings import Settings
+    from worker.celery import configure_compile_cache
+
+    configure_compile_cache(Settings(compile_cache=Path(cache_dir)))  # as a worker starts (worker/celery.py)
     counts = collections.Counter()
     jax.monitoring.register_event_listener(lambda name, **kw: counts.update([name]))
     jax.monitoring.register_event_duration_secs_listener(lambda name, secs, **kw: counts.update([name]))
