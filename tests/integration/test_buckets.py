@@ -29,13 +29,9 @@ def test_a_new_size_inside_a_bucket_compiles_nothing_and_a_restart_reuses_the_di
     # 110x125 and 128x100 pad to the 128x128 bucket of 100x120: the step is not compiled again (the
     # small eager ops of a new size may be: pad, crop, convert).
     assert [r["bucket_programs"] for r in first] == [1, 1, 1]
-    assert all(r["plain_programs"] == 0 for r in first)  # never the unbucketed step
+    assert all(r["plain_programs"] == 0 for r in first)  # never the unbucketed step, which compiles per size
+    # (bench/buckets.py measures that: without buckets, each new size's shapes compile again)
     # A restarted worker, the same cache directory: every program comes from disk, none compiles.
     again = dream_sizes(tmp_path, 64, "100x120")
     assert first[0]["cache_misses"] > 0  # an empty cache: compiled, then written
     assert again[0]["cache_misses"] == 0 and again[0]["cache_hits"] == again[0]["compiled"] > 0, again
-
-
-def test_without_buckets_every_new_size_compiles_the_step(tmp_path):
-    plain = dream_sizes(tmp_path, 0, "100x120", "110x125")
-    assert [r["plain_programs"] for r in plain] == [1, 2] and plain[1]["compiled"] > 0

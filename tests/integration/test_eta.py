@@ -20,12 +20,13 @@ pytestmark = pytest.mark.slow  # seconds-long jobs: scheduled first (tests/conft
 
 DREAM = {"model": "vgg16_hed", "layers": "block3_conv3=1", "octave_scale": 1.4}
 # On the wall clock, as a client reads it.  No estimate foresees the machine's load changing in the
-# middle of a job (the other test processes of `make test` start and stop: once a median of 1.26x),
-# so the bounds here are looser than the 25% the estimate holds on a quiet machine (1.01 and 0.96
+# middle of a job (the other test processes of `make test` start and stop: medians of 1.26x and,
+# on a 2-core machine running three test processes beside the job's worker, 1.6x), so the bounds
+# here are factors, looser than the 25% the estimate holds on a quiet machine (1.21 and 1.01
 # measured here) and on the CPU clock (tests/unit/test_eta.py, which checks that 25%).  Counting
 # steps alone read 0.34x here, outside both bounds.
-TOLERANCE = 0.5  # of the true time left: the median of the readings from a fifth of the work to 80%
-ANY_READING = 0.6  # any one of them
+TOLERANCE = 1.75  # the median of the readings from a fifth of the work to 80%: within this factor of 1
+ANY_READING = 2.2  # any one of them
 FROM = 0.2  # of the work done
 
 
@@ -77,9 +78,10 @@ def check(ratios: list[tuple[float, float]], what: str) -> None:
     median = sorted(r for _, r in later)[len(later) // 2]
     print(f"{what}: eta / true time left at {later[0][0]:.0%} of the work: {first:.2f}; median to 80%: {median:.2f}; "
           f"all: {[(round(w, 2), round(r, 2)) for w, r in ratios]}")
-    assert abs(median - 1) <= TOLERANCE, f"{what}: the estimates were {median:.2f}x (median)"
-    worst = max(later, key=lambda wr: abs(wr[1] - 1))
-    assert abs(worst[1] - 1) <= ANY_READING, f"{what}: at {worst[0]:.0%} of the work the estimate was {worst[1]:.2f}x"
+    assert 1 / TOLERANCE <= median <= TOLERANCE, f"{what}: the estimates were {median:.2f}x (median)"
+    worst = max(later, key=lambda wr: max(wr[1], 1 / wr[1]))
+    assert 1 / ANY_READING <= worst[1] <= ANY_READING, (
+        f"{what}: at {worst[0]:.0%} of the work the estimate was {worst[1]:.2f}x")
 
 
 def test_an_image_jobs_eta_weighs_the_larger_octaves(svc, photo):
