@@ -22,7 +22,6 @@ import redis
 from celery import Celery
 
 from .settings import Settings, get_settings
-from .workers import redis_url_for
 
 log = logging.getLogger("dreamq.queue")
 

@@ -11,7 +11,7 @@ import json
 
 from . import keys
 from .keys import WORKERS
-from .redis_client import connect, redis_url_for  # redis_url_for: shared/queue.py imports it from here
+from .redis_client import connect, redis_url_for
 
 worker_key = keys.worker  # the name the heartbeat code and tests use
 

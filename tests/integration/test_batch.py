@@ -2,10 +2,10 @@
 with DREAMQ_BATCH=4 (engine-level equality: tests/unit/test_engine_batch.py)."""
 import os
 import signal
-import time
 
 import pytest
 
+from bench.cluster import wait_for
 from shared.images import encode_png
 from shared.jobs import Jobs
 from shared.kinds import get_kind
@@ -74,13 +74,7 @@ def submit_keyed(svc, image, **params) -> str:
 
 
 def until(predicate, timeout: float = 60, what: str = "a condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"no {what} after {timeout}s")
+    return wait_for(predicate, timeout, what)
 
 
 def stepping(svc, job_id: str):
